@@ -1,0 +1,122 @@
+"""The `x402-image-mcp` command: serve (default), demo, sandbox.
+
+In stdio mode stdout is the MCP wire, so everything here logs to stderr, and nothing is
+printed at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from x402_mcp import __version__
+
+log = logging.getLogger("x402_mcp")
+
+
+def _setup_logging() -> None:
+    level = os.environ.get("X402_LOG_LEVEL", "INFO").upper()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("x402_mcp").setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="x402-image-mcp",
+        description="MCP server with paid image tools, paid in USDC over x402 from a local wallet.",
+    )
+    parser.add_argument("--version", action="version", version=f"x402-image-mcp {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the MCP server (the default command)")
+    _serve_arguments(serve)
+
+    sandbox = commands.add_parser(
+        "sandbox", help="run the local x402 sandbox upstream (no money, no internet)"
+    )
+    sandbox.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=8402, help="port (default 8402)")
+    sandbox.add_argument("--protocol", type=int, choices=(1, 2), default=1, help="x402 version of its 402s")
+    sandbox.add_argument("--network", choices=("base", "base-sepolia"), default="base")
+
+    demo = commands.add_parser("demo", help="run every tool against the sandbox through a real MCP client")
+    demo.add_argument(
+        "--protocol", type=int, choices=(1, 2), default=1, help="x402 version the sandbox speaks"
+    )
+    demo.add_argument("--network", choices=("base", "base-sepolia"), default="base-sepolia")
+    return parser
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--transport",
+        choices=("stdio", "sse", "http", "streamable-http"),
+        default="stdio",
+        help="stdio (default), sse, or http (streamable HTTP)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address for the HTTP transports (default 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, default=8000, help="port for the HTTP transports (default 8000)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from x402_mcp.config import ConfigError, load_settings
+    from x402_mcp.server import build_server
+    from x402_mcp.transports import TRANSPORT_ALIASES, resolve_token, serve
+
+    try:
+        settings = load_settings()
+        transport = TRANSPORT_ALIASES[args.transport]
+        if transport != "stdio":
+            resolve_token(settings, args.host)  # refuse an open non-loopback server before building anything
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    if settings.private_key is None:
+        log.warning("X402_PRIVATE_KEY is not set: tools will refuse to pay until it is")
+    server = build_server(settings)
+    serve(server, settings, transport, args.host, args.port)  # type: ignore[arg-type]
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from x402_mcp.sandbox import SandboxConfig, serve
+
+    try:
+        serve(SandboxConfig(protocol=args.protocol, network=args.network), host=args.host, port=args.port)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from x402_mcp.demo import run_demo
+
+    return run_demo(protocol=args.protocol, network=args.network)
+
+
+COMMANDS = ("serve", "sandbox", "demo")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments or (arguments[0] not in COMMANDS and arguments[0] not in ("-h", "--help", "--version")):
+        # `x402-image-mcp [--transport ...]` serves, as MCP clients launch it.
+        arguments.insert(0, "serve")
+    args = _parser().parse_args(arguments)
+    _setup_logging()
+    handlers = {"serve": _serve, "sandbox": _sandbox, "demo": _demo}
+    try:
+        code = handlers[args.command](args)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

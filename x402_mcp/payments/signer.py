@@ -1,0 +1,74 @@
+"""The local wallet: holds the private key and signs EIP-712 typed data with eth-account.
+
+The key never leaves this object: no attribute, repr or error message carries it, and
+eth-account (about half a second to import) loads on the first signature, not at start.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+_HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+class KeyFormatError(ValueError):
+    """The configured key is not a secp256k1 private key. The message never quotes it."""
+
+
+def check_private_key(key: str) -> str:
+    """The key, normalised to 0x-prefixed hex, or `KeyFormatError` saying what is wrong."""
+    key = key.strip()
+    if not _HEX_KEY.match(key):
+        raise KeyFormatError("X402_PRIVATE_KEY must be 64 hex characters (optionally 0x-prefixed)")
+    value = int(key.removeprefix("0x"), 16)
+    if not 0 < value < _SECP256K1_ORDER:
+        raise KeyFormatError("X402_PRIVATE_KEY is not a valid secp256k1 private key")
+    return "0x" + key.removeprefix("0x").lower()
+
+
+class Wallet:
+    """A private key and the signatures it makes."""
+
+    __slots__ = ("__account", "__key", "__lock")
+
+    def __init__(self, private_key: str) -> None:
+        self.__key = check_private_key(private_key)
+        self.__account: LocalAccount | None = None
+        self.__lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return "Wallet(<private key hidden>)"
+
+    def _account(self) -> LocalAccount:
+        with self.__lock:
+            if self.__account is None:
+                from eth_account import Account
+
+                self.__account = Account.from_key(self.__key)
+            return self.__account
+
+    @property
+    def address(self) -> str:
+        """The checksummed address that pays."""
+        return str(self._account().address)
+
+    def sign_typed_data(self, full_message: dict[str, Any]) -> str:
+        """A 65-byte signature, 0x-hex, over an EIP-712 message."""
+        signed = self._account().sign_typed_data(full_message=full_message)
+        return "0x" + bytes(signed.signature).hex()
+
+
+def new_private_key() -> str:
+    """A fresh random key (throwaway wallets for the demo and tests)."""
+    import secrets
+
+    while True:
+        value = int.from_bytes(secrets.token_bytes(32), "big")
+        if 0 < value < _SECP256K1_ORDER:
+            return "0x" + value.to_bytes(32, "big").hex()
