@@ -1,0 +1,117 @@
+"""Shared fixtures: the sandbox upstream on loopback, throwaway wallets, isolated settings."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from x402_mcp.config import Settings, load_settings
+from x402_mcp.payments.signer import Wallet, new_private_key
+from x402_mcp.sandbox import RunningSandbox, SandboxConfig, running_sandbox
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's .env or X402_* variables."""
+    for name in list(os.environ):
+        if name.upper().startswith("X402_"):
+            monkeypatch.delenv(name)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+
+
+@pytest.fixture(params=[1, 2], ids=["x402v1", "x402v2"])
+def protocol(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
+@pytest.fixture
+def sandbox(protocol: int) -> Iterator[RunningSandbox]:
+    with running_sandbox(SandboxConfig(protocol=protocol)) as running:  # type: ignore[arg-type]
+        yield running
+
+
+@pytest.fixture
+def key() -> str:
+    return new_private_key()
+
+
+@pytest.fixture
+def payer(key: str) -> str:
+    return Wallet(key).address
+
+
+def settings_for(sandbox: RunningSandbox, key: str | None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"base_url": sandbox.base_url, "network": sandbox.config.network, "paths": {}}
+    if key is not None:
+        values["private_key"] = key
+    values.update(overrides)
+    return load_settings(**values)
+
+
+def server_env(sandbox: RunningSandbox, key: str | None, **extra: str) -> dict[str, str]:
+    """Environment for a server subprocess pointed at the sandbox."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "X402_BASE_URL": sandbox.base_url,
+        "X402_NETWORK": sandbox.config.network,
+        "X402_LOG_LEVEL": "INFO",
+    }
+    if key is not None:
+        env["X402_PRIVATE_KEY"] = key
+    env.update(extra)
+    return env
+
+
+SERVER_COMMAND = [sys.executable, "-m", "x402_mcp"]
+
+
+def png_bytes(width: int, height: int, *, color: tuple[int, int, int] = (40, 90, 160)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def mask_bytes(width: int, height: int, box: tuple[int, int, int, int]) -> bytes:
+    from PIL import Image, ImageDraw
+
+    mask = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(mask).rectangle(box, fill=255)
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def static_files(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A plain HTTP file server on loopback: where a user's source images and masks live."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,122 @@
+"""stdio, SSE and streamable HTTP, each with a real client and the server as a subprocess."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.conftest import SERVER_COMMAND, server_env
+from x402_mcp.sandbox import RunningSandbox
+
+TOKEN = "test-token-6b1f0c"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def http_server(transport: str, env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [*SERVER_COMMAND, "--transport", transport, "--port", str(port)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start: {process.communicate()[1].decode()}") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def generate_through(client: Client) -> Any:
+    tools = await client.list_tools()
+    assert {tool.name for tool in tools.tools} >= {"image_generate", "image_edit", "image_inpaint"}
+    return await client.call_tool("image_generate", {"prompt": "a blue whale", "width": 256, "height": 256})
+
+
+def assert_one_settlement(sandbox: RunningSandbox, result: Any) -> None:
+    assert not result.is_error, result.content[0].text
+    assert len(sandbox.state.settlements) == 1
+    assert result.structured_content["payment"]["transaction"] == sandbox.state.settlements[0].transaction
+
+
+async def test_stdio_client_pays_the_sandbox(sandbox: RunningSandbox, key: str) -> None:
+    params = StdioServerParameters(command=SERVER_COMMAND[0], args=SERVER_COMMAND[1:], env=server_env(sandbox, key))
+    async with Client(params) as client:
+        result = await generate_through(client)
+    assert_one_settlement(sandbox, result)
+    assert result.structured_content["payment"]["x402_version"] == sandbox.config.protocol
+
+
+@pytest.mark.parametrize("protocol", [2], indirect=True)
+async def test_streamable_http_requires_the_token(sandbox: RunningSandbox, key: str) -> None:
+    with http_server("http", server_env(sandbox, key, X402_HTTP_TOKEN=TOKEN)) as base:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+            refused = httpx.post(f"{base}/mcp", json={}, headers=headers)
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+        foreign = httpx.post(
+            f"{base}/mcp",
+            json={},
+            headers={"Authorization": f"Bearer {TOKEN}", "Origin": "https://evil.example"},
+        )
+        assert foreign.status_code in (400, 403)
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http,
+            Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client,
+        ):
+            result = await generate_through(client)
+    assert_one_settlement(sandbox, result)
+
+
+@pytest.mark.parametrize("protocol", [1], indirect=True)
+async def test_sse_requires_the_token(sandbox: RunningSandbox, key: str) -> None:
+    with http_server("sse", server_env(sandbox, key, X402_HTTP_TOKEN=TOKEN)) as base:
+        with httpx.stream("GET", f"{base}/sse") as refused:
+            assert refused.status_code == 401
+        async with Client(sse_client(f"{base}/sse", headers={"Authorization": f"Bearer {TOKEN}"})) as client:
+            result = await generate_through(client)
+    assert_one_settlement(sandbox, result)
+
+
+def test_http_on_a_public_address_without_a_token_is_refused() -> None:
+    run = subprocess.run(
+        [*SERVER_COMMAND, "--transport", "http", "--host", "0.0.0.0", "--port", str(free_port())],
+        env={"PATH": "/usr/bin:/bin"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert b"X402_HTTP_TOKEN" in run.stderr
+    assert run.stdout == b""
