@@ -50,7 +50,11 @@ def v2_header(*entries: dict[str, Any]) -> dict[str, str]:
     document = {
         "x402Version": 2,
         "error": "Payment required",
-        "resource": {"url": "https://example.test/image-generate", "description": "gen", "mimeType": "application/json"},
+        "resource": {
+            "url": "https://example.test/image-generate",
+            "description": "gen",
+            "mimeType": "application/json",
+        },
         "accepts": list(entries),
     }
     return {"PAYMENT-REQUIRED": base64.b64encode(json.dumps(document).encode()).decode()}
@@ -70,7 +74,9 @@ def v2_requirement(**changes: Any) -> dict[str, Any]:
     return entry
 
 
-def choose(challenge: protocol.Challenge, network: str = "base", cap: int = 100_000) -> protocol.ChosenPayment:
+def choose(
+    challenge: protocol.Challenge, network: str = "base", cap: int = 100_000
+) -> protocol.ChosenPayment:
     return protocol.choose_requirement(challenge, network=NETWORKS[network], max_amount=cap)  # type: ignore[index]
 
 
@@ -140,7 +146,9 @@ def test_lowercase_and_unpadded_v2_header_is_read() -> None:
         ({"PAYMENT-REQUIRED": base64.b64encode(b'{"x402Version": 1}').decode()}, b"{}", "expected 2"),
     ],
 )
-def test_unreadable_challenges_raise_challenge_error(headers: dict[str, str], body: bytes, fragment: str) -> None:
+def test_unreadable_challenges_raise_challenge_error(
+    headers: dict[str, str], body: bytes, fragment: str
+) -> None:
     with pytest.raises(ChallengeError, match=fragment):
         protocol.parse_challenge(headers, body)
 
@@ -170,7 +178,10 @@ def test_cheapest_payable_option_is_chosen() -> None:
         (v1_requirement(network="ethereum"), "not one this wallet pays on"),
         (v1_requirement(asset="0x1111111111111111111111111111111111111111"), "is not USDC on base"),
         (v1_requirement(scheme="upto"), "scheme 'upto'"),
-        (v1_requirement(extra={"name": "USD Coin", "version": "2", "assetTransferMethod": "permit2"}), "permit2"),
+        (
+            v1_requirement(extra={"name": "USD Coin", "version": "2", "assetTransferMethod": "permit2"}),
+            "permit2",
+        ),
         (v1_requirement(extra={"name": "USDC", "version": "2"}), "extra.name 'USDC'"),
         (v1_requirement(extra={"name": "USD Coin", "version": "1"}), "extra.version"),
         (v1_requirement(payTo="0x0000000000000000000000000000000000000000"), "payTo"),
@@ -212,7 +223,11 @@ def test_missing_extra_takes_the_domain_from_the_table() -> None:
 
 
 def test_authorization_window_is_clamped() -> None:
-    for timeout, window in ((60, 60), (86_400, protocol.MAX_VALIDITY_SECONDS), (5, protocol.MIN_VALIDITY_SECONDS)):
+    for timeout, window in (
+        (60, 60),
+        (86_400, protocol.MAX_VALIDITY_SECONDS),
+        (5, protocol.MIN_VALIDITY_SECONDS),
+    ):
         chosen = choose(protocol.parse_challenge({}, v1_body(v1_requirement(maxTimeoutSeconds=timeout))))
         auth = protocol.build_authorization(chosen, payer=PAY_TO, now=1000, nonce=b"\x02" * 32)
         assert auth.valid_before == 1000 + window
@@ -239,8 +254,12 @@ def test_payment_header_verifies_with_the_official_sdk(version: int, network: st
         )
     chosen = choose(challenge, network=network)
     wallet = Wallet(new_private_key())
-    auth = protocol.build_authorization(chosen, payer=wallet.address, now=int(time.time()), nonce=b"\x07" * 32)
-    name, value = protocol.encode_payment(challenge, chosen, auth, wallet.sign_typed_data(protocol.typed_data(chosen, auth)))
+    auth = protocol.build_authorization(
+        chosen, payer=wallet.address, now=int(time.time()), nonce=b"\x07" * 32
+    )
+    name, value = protocol.encode_payment(
+        challenge, chosen, auth, wallet.sign_typed_data(protocol.typed_data(chosen, auth))
+    )
 
     document = decode_header(value)
     assert name == ("X-PAYMENT" if version == 1 else "PAYMENT-SIGNATURE")

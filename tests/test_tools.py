@@ -28,7 +28,9 @@ def fetch_png(url: str) -> Any:
     return Image.open(io.BytesIO(response.content))
 
 
-async def call(sandbox: RunningSandbox, key: str | None, tool: str, args: dict[str, Any], **settings: Any) -> Any:
+async def call(
+    sandbox: RunningSandbox, key: str | None, tool: str, args: dict[str, Any], **settings: Any
+) -> Any:
     server = build_server(settings_for(sandbox, key, **settings))
     async with Client(server) as client:
         return await client.call_tool(tool, args)
@@ -89,7 +91,9 @@ async def test_edit_and_inpaint_pay_their_own_price(
     (root / "photo.png").write_bytes(png_bytes(256, 256))
     (root / "mask.png").write_bytes(mask_bytes(256, 256, (64, 64, 127, 127)))
 
-    edited = await call(sandbox, key, "image_edit", {"image": f"{base}/photo.png", "prompt": "make it warmer"})
+    edited = await call(
+        sandbox, key, "image_edit", {"image": f"{base}/photo.png", "prompt": "make it warmer"}
+    )
     data = assert_paid_once(sandbox, payer, PRICES["image_edit"], edited)
     assert data["prompt"] == "make it warmer"
     assert fetch_png(data["image_url"]).size == (256, 256)
@@ -109,7 +113,9 @@ async def test_edit_and_inpaint_pay_their_own_price(
     assert image.getpixel((100, 100)) != (40, 90, 160)  # inside: repainted
 
 
-async def test_only_upstream_fields_are_sent(sandbox: RunningSandbox, key: str, static_files: tuple[Path, str]) -> None:
+async def test_only_upstream_fields_are_sent(
+    sandbox: RunningSandbox, key: str, static_files: tuple[Path, str]
+) -> None:
     root, base = static_files
     (root / "a.png").write_bytes(png_bytes(256, 256))
     seen: list[dict[str, Any]] = []
@@ -124,7 +130,9 @@ async def test_only_upstream_fields_are_sent(sandbox: RunningSandbox, key: str, 
                 "image_inpaint", {"image": f"{base}/a.png", "mask": f"{base}/a.png", "prompt": "p"}
             )
     assert not result.is_error
-    assert seen and all(body == {"image_url": f"{base}/a.png", "mask_url": f"{base}/a.png", "prompt": "p"} for body in seen)
+    assert seen and all(
+        body == {"image_url": f"{base}/a.png", "mask_url": f"{base}/a.png", "prompt": "p"} for body in seen
+    )
 
 
 @pytest.mark.parametrize(
@@ -156,7 +164,10 @@ async def test_a_non_http_image_is_refused_before_any_request(sandbox: RunningSa
     ("override", "fragment"),
     [
         ({"maxAmountRequired": "5000000", "amount": "5000000"}, "it asks 5.00 USDC"),
-        ({"maxAmountRequired": "60000", "amount": "60000"}, "above the image_generate price ceiling of 0.05 USDC"),
+        (
+            {"maxAmountRequired": "60000", "amount": "60000"},
+            "above the image_generate price ceiling of 0.05 USDC",
+        ),
         ({"network": "polygon"}, "network 'polygon'"),
         ({"asset": "0x1111111111111111111111111111111111111111"}, "is not USDC"),
         ({"extra": {"name": "USD Coin", "version": "2", "assetTransferMethod": "permit2"}}, "permit2"),
@@ -205,7 +216,9 @@ async def test_no_wallet_means_no_payment_and_says_how_to_fix_it(sandbox: Runnin
     assert sandbox.state.payment_headers_seen == 0
 
 
-async def test_upstream_refusal_of_the_payment_is_reported_as_unpaid(sandbox: RunningSandbox, key: str) -> None:
+async def test_upstream_refusal_of_the_payment_is_reported_as_unpaid(
+    sandbox: RunningSandbox, key: str
+) -> None:
     sandbox.state.config.faults = {"failure_receipt"}
     result = await call(sandbox, key, "image_generate", {"prompt": "a cat"})
     assert result.is_error
@@ -215,7 +228,11 @@ async def test_upstream_refusal_of_the_payment_is_reported_as_unpaid(sandbox: Ru
 
 async def test_per_tool_path_override_is_used(sandbox: RunningSandbox, key: str, payer: str) -> None:
     result = await call(
-        sandbox, key, "image_generate", {"prompt": "a cat"}, paths={"X402_PATH_IMAGE_GENERATE": "/v1/image-generate"}
+        sandbox,
+        key,
+        "image_generate",
+        {"prompt": "a cat"},
+        paths={"X402_PATH_IMAGE_GENERATE": "/v1/image-generate"},
     )
     assert_paid_once(sandbox, payer, PRICES["image_generate"], result)
     assert sandbox.state.settlements[0].route.endswith("image-generate")
@@ -234,4 +251,9 @@ async def test_tools_are_listed_with_costs_and_annotations(sandbox: RunningSandb
         assert "USDC" in (tool.description or "")
         assert tool.output_schema is not None and "payment" in tool.output_schema["properties"]
     assert tools["image_inpaint"].input_schema["required"] == ["image", "mask", "prompt"]
-    assert tools["image_generate"].input_schema["properties"]["tier"]["enum"] == ["fast", "creative", "anime", "sd35"]
+    assert tools["image_generate"].input_schema["properties"]["tier"]["enum"] == [
+        "fast",
+        "creative",
+        "anime",
+        "sd35",
+    ]

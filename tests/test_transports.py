@@ -71,7 +71,9 @@ def assert_one_settlement(sandbox: RunningSandbox, result: Any) -> None:
 
 
 async def test_stdio_client_pays_the_sandbox(sandbox: RunningSandbox, key: str) -> None:
-    params = StdioServerParameters(command=SERVER_COMMAND[0], args=SERVER_COMMAND[1:], env=server_env(sandbox, key))
+    params = StdioServerParameters(
+        command=SERVER_COMMAND[0], args=SERVER_COMMAND[1:], env=server_env(sandbox, key)
+    )
     async with Client(params) as client:
         result = await generate_through(client)
     assert_one_settlement(sandbox, result)
@@ -81,16 +83,17 @@ async def test_stdio_client_pays_the_sandbox(sandbox: RunningSandbox, key: str) 
 @pytest.mark.parametrize("protocol", [2], indirect=True)
 async def test_streamable_http_requires_the_token(sandbox: RunningSandbox, key: str) -> None:
     with http_server("http", server_env(sandbox, key, X402_HTTP_TOKEN=TOKEN)) as base:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
-            refused = httpx.post(f"{base}/mcp", json={}, headers=headers)
-            assert refused.status_code == 401
-            assert refused.headers["www-authenticate"].startswith("Bearer")
-        foreign = httpx.post(
-            f"{base}/mcp",
-            json={},
-            headers={"Authorization": f"Bearer {TOKEN}", "Origin": "https://evil.example"},
-        )
-        assert foreign.status_code in (400, 403)
+        async with httpx.AsyncClient() as plain:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+                refused = await plain.post(f"{base}/mcp", json={}, headers=headers)
+                assert refused.status_code == 401
+                assert refused.headers["www-authenticate"].startswith("Bearer")
+            foreign = await plain.post(
+                f"{base}/mcp",
+                json={},
+                headers={"Authorization": f"Bearer {TOKEN}", "Origin": "https://evil.example"},
+            )
+            assert foreign.status_code in (400, 403)
         async with (
             httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as http,
             Client(streamable_http_client(f"{base}/mcp", http_client=http)) as client,

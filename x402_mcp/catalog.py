@@ -54,9 +54,7 @@ class ImageGenerateInput(ToolInput):
     ] = 1024
     tier: Annotated[
         Literal["fast", "creative", "anime", "sd35"],
-        Field(
-            description="fast (z-image-turbo), creative (chroma), anime (wai-Illustrious), sd35."
-        ),
+        Field(description="fast (z-image-turbo), creative (chroma), anime (wai-Illustrious), sd35."),
     ] = "fast"
     model: Annotated[
         Literal["z-image-turbo", "chroma", "wai-Illustrious", "venice-sd35"] | None,

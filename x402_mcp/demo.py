@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import sys
 import tempfile
@@ -39,7 +40,9 @@ async def _upload(base_url: str, data: bytes) -> str:
     """Host a file on the sandbox, the way X402_UPLOAD_URL uploaders work: PUT, get a URL back."""
     name = hashlib.sha256(data).hexdigest() + ".png"
     async with httpx.AsyncClient() as client:
-        response = await client.put(f"{base_url}/uploads/{name}", content=data, headers={"content-type": "image/png"})
+        response = await client.put(
+            f"{base_url}/uploads/{name}", content=data, headers={"content-type": "image/png"}
+        )
         response.raise_for_status()
         return str(response.json()["url"])
 
@@ -53,7 +56,8 @@ def _report(name: str, result: Any) -> dict[str, Any]:
     _out(f"  {name}")
     _out(f"    image     {data['image_url']}")
     _out(f"    model     {data.get('model')}")
-    _out(f"    paid      {payment.get('amount_usdc')} USDC on {payment.get('network')} to {payment.get('pay_to')}")
+    paid = f"{payment.get('amount_usdc')} USDC on {payment.get('network')} to {payment.get('pay_to')}"
+    _out(f"    paid      {paid}")
     _out(f"    receipt   settled={payment.get('settled')} tx {payment.get('transaction')}")
     return data
 
@@ -68,7 +72,9 @@ async def _drive(base_url: str, env: dict[str, str], workdir: str) -> int:
     )
     async with Client(server) as client:
         tools = await client.list_tools()
-        _out(f"MCP server over stdio lists {len(tools.tools)} tools: {', '.join(t.name for t in tools.tools)}")
+        _out(
+            f"MCP server over stdio lists {len(tools.tools)} tools: {', '.join(t.name for t in tools.tools)}"
+        )
         _out()
         generated = _report(
             "image_generate",
@@ -81,7 +87,8 @@ async def _drive(base_url: str, env: dict[str, str], workdir: str) -> int:
         edited = _report(
             "image_edit",
             await client.call_tool(
-                "image_edit", {"image": generated["image_url"], "prompt": "make it look like an old photograph"}
+                "image_edit",
+                {"image": generated["image_url"], "prompt": "make it look like an old photograph"},
             ),
         )
         mask_url = await _upload(base_url, _mask_png(512, 512))
@@ -98,6 +105,7 @@ async def _drive(base_url: str, env: dict[str, str], workdir: str) -> int:
 def run_demo(*, protocol: int = 1, network: str = "base-sepolia") -> int:
     from x402_mcp.sandbox import SandboxConfig, running_sandbox
 
+    logging.getLogger("x402_mcp.sandbox").setLevel(logging.WARNING)  # the demo prints its own story
     key = new_private_key()
     payer = Wallet(key).address
     config = SandboxConfig(protocol=protocol, network=network)  # type: ignore[arg-type]
