@@ -123,3 +123,11 @@ def test_http_on_a_public_address_without_a_token_is_refused() -> None:
     assert run.returncode == 2
     assert b"X402_HTTP_TOKEN" in run.stderr
     assert run.stdout == b""
+
+
+@pytest.mark.parametrize("protocol", [1], indirect=True)
+async def test_loopback_without_a_token_still_demands_one(sandbox: RunningSandbox, key: str) -> None:
+    with http_server("http", server_env(sandbox, key)) as base:
+        async with httpx.AsyncClient() as plain:
+            refused = await plain.post(f"{base}/mcp", json={})
+    assert refused.status_code == 401

@@ -105,7 +105,7 @@ class PaymentInfo(BaseModel):
     amount_usdc: str = Field(description="Amount paid in USDC, exact decimal, e.g. '0.02'.")
     amount_atomic: str = Field(description="Amount in the token's atomic units (USDC has 6 decimals).")
     asset: str = Field(description="Token contract address (USDC).")
-    network: str = Field(description="Chain the payment is on, as the server named it.")
+    network: str = Field(description="Chain the payment is on: base or base-sepolia.")
     pay_to: str = Field(description="Address that received the payment.")
     payer: str = Field(description="Address of the paying wallet.")
     transaction: str | None = Field(description="Settlement transaction hash, when the receipt gives one.")

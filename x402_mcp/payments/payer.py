@@ -134,7 +134,7 @@ class Payer:
         payment = Payment(
             amount=auth.value,
             asset=chosen.requirement.asset,
-            network=chosen.requirement.network,
+            network=chosen.network.name,
             pay_to=auth.to,
             payer=auth.from_address,
             nonce=auth.nonce,
