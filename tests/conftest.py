@@ -19,6 +19,7 @@ from x402_mcp.payments.signer import Wallet, new_private_key
 from x402_mcp.sandbox import RunningSandbox, SandboxConfig, running_sandbox
 
 REPO = Path(__file__).resolve().parent.parent
+CLOSED_RPC = "http://127.0.0.1:9/"
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +31,10 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     monkeypatch.chdir(workdir)
+    # Each test has its own ledger, and the chain RPC is a closed loopback port unless a test
+    # points it at the sandbox: nothing reaches the internet.
+    monkeypatch.setenv("X402_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("X402_RPC_URL", CLOSED_RPC)
 
 
 @pytest.fixture(params=[1, 2], ids=["x402v1", "x402v2"])
@@ -54,7 +59,7 @@ def payer(key: str) -> str:
 
 
 def settings_for(sandbox: RunningSandbox, key: str | None, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"base_url": sandbox.base_url, "network": sandbox.config.network, "paths": {}}
+    values: dict[str, Any] = {"base_url": sandbox.base_url, "network": sandbox.config.network, "per_tool": {}}
     if key is not None:
         values["private_key"] = key
     values.update(overrides)
@@ -69,6 +74,8 @@ def server_env(sandbox: RunningSandbox, key: str | None, **extra: str) -> dict[s
         "X402_BASE_URL": sandbox.base_url,
         "X402_NETWORK": sandbox.config.network,
         "X402_LOG_LEVEL": "INFO",
+        "X402_DATA_DIR": os.environ["X402_DATA_DIR"],
+        "X402_RPC_URL": os.environ["X402_RPC_URL"],
     }
     if key is not None:
         env["X402_PRIVATE_KEY"] = key

@@ -116,5 +116,5 @@ def test_readme_documents_every_tool_and_variable() -> None:
         assert f"`{entry.name}`" in readme and f"${entry.listed_price}" in readme
         assert entry.path_variable in readme
     for name in Settings.model_fields:
-        if name != "paths":
+        if name != "per_tool":
             assert f"`X402_{name.upper()}`" in readme

@@ -22,7 +22,12 @@ def test_demo_pays_for_three_images_on_the_sandbox(version: str) -> None:
     )
     assert run.returncode == 0, run.stderr
     out = run.stdout
-    assert "lists 3 tools: image_generate, image_edit, image_inpaint" in out
+    assert (
+        "lists 6 tools: image_generate, image_edit, image_inpaint, wallet_status, payment_history, quote"
+        in out
+    )
+    assert "Spent today: 0.05 of 2.00 USDC (1.95 left)" in out
+    assert "Balance: 9.95 USDC" in out  # read through web3 from the sandbox's chain view
     assert out.count("receipt   settled=True tx 0x") == 3
     assert "paid      0.01 USDC on base-sepolia" in out and out.count("paid      0.02 USDC") == 2
     assert "3 settlements, 0.05 USDC paid by" in out and "balance left 9.95 test USDC" in out

@@ -51,7 +51,14 @@ def test_inspector_lists_the_tools_with_portable_schemas(sandbox: RunningSandbox
         *env_flags(server_env(sandbox, key)), "--method", "tools/list", "--strict", target=SERVER_COMMAND
     )
     names = {tool["name"] for tool in listed["result"]["tools"]}
-    assert names == {"image_generate", "image_edit", "image_inpaint"}
+    assert names == {
+        "image_generate",
+        "image_edit",
+        "image_inpaint",
+        "wallet_status",
+        "payment_history",
+        "quote",
+    }
 
 
 def test_inspector_pays_the_sandbox_over_stdio(sandbox: RunningSandbox, key: str, payer: str) -> None:

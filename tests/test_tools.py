@@ -232,7 +232,7 @@ async def test_per_tool_path_override_is_used(sandbox: RunningSandbox, key: str,
         key,
         "image_generate",
         {"prompt": "a cat"},
-        paths={"X402_PATH_IMAGE_GENERATE": "/v1/image-generate"},
+        per_tool={"X402_PATH_IMAGE_GENERATE": "/v1/image-generate"},
     )
     assert_paid_once(sandbox, payer, PRICES["image_generate"], result)
     assert sandbox.state.settlements[0].route.endswith("image-generate")
@@ -242,7 +242,17 @@ async def test_tools_are_listed_with_costs_and_annotations(sandbox: RunningSandb
     server = build_server(settings_for(sandbox, key))
     async with Client(server) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {"image_generate", "image_edit", "image_inpaint"}
+    assert set(tools) == {
+        "image_generate",
+        "image_edit",
+        "image_inpaint",
+        "wallet_status",
+        "payment_history",
+        "quote",
+    }
+    for name in ("wallet_status", "payment_history", "quote"):
+        annotations = tools.pop(name).annotations
+        assert annotations is not None and annotations.read_only_hint is True
     for tool in tools.values():
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is False

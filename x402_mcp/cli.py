@@ -1,4 +1,4 @@
-"""The `x402-image-mcp` command: serve (default), demo, sandbox.
+"""The `x402-image-mcp` command: serve (default), demo, sandbox, quote, wallet, ledger.
 
 In stdio mode stdout is the MCP wire, so everything here logs to stderr, and nothing is
 printed at import time.
@@ -11,8 +11,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from x402_mcp import __version__
+from x402_mcp.catalog import CATALOG
 
 log = logging.getLogger("x402_mcp")
 
@@ -51,6 +53,31 @@ def _parser() -> argparse.ArgumentParser:
         "--protocol", type=int, choices=(1, 2), default=1, help="x402 version the sandbox speaks"
     )
     demo.add_argument("--network", choices=("base", "base-sepolia"), default="base-sepolia")
+
+    quote = commands.add_parser("quote", help="what a tool call would cost, without paying")
+    quote.add_argument("tool", choices=[entry.name for entry in CATALOG])
+    quote.add_argument("arguments", nargs="?", default="{}", help="the tool's arguments as a JSON object")
+    quote.add_argument("--json", action="store_true", help="print JSON")
+
+    wallet = commands.add_parser("wallet", help="the paying wallet").add_subparsers(
+        dest="action", required=True
+    )
+    wallet.add_parser("address", help="print the wallet's address")
+    balance = wallet.add_parser("balance", help="on-chain USDC balance, spending and budget left")
+    balance.add_argument("--json", action="store_true", help="print JSON")
+    new = wallet.add_parser("new", help="create a new encrypted keystore (mode 600)")
+    new.add_argument(
+        "--keystore", type=Path, help="where to write it (default: X402_KEYSTORE or the data dir)"
+    )
+
+    ledger = commands.add_parser("ledger", help="the local payment ledger")
+    actions = ledger.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="recent payments, newest first")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--tool", choices=[entry.name for entry in CATALOG])
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    report = actions.add_parser("report", help="totals per UTC day and per tool")
+    report.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -104,7 +131,35 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(protocol=args.protocol, network=args.network)
 
 
-COMMANDS = ("serve", "sandbox", "demo")
+def _money_command(args: argparse.Namespace) -> int:
+    """quote, wallet and ledger: settings checked like the server's, errors as one line."""
+    from x402_mcp import admin
+    from x402_mcp.config import ConfigError, load_settings
+
+    try:
+        settings = load_settings()
+        if args.command == "quote":
+            admin.quote_command(settings, args.tool, args.arguments, args.json)
+        elif args.command == "wallet" and args.action == "address":
+            admin.wallet_address(settings)
+        elif args.command == "wallet" and args.action == "balance":
+            admin.wallet_balance(settings, args.json)
+        elif args.command == "wallet":
+            admin.wallet_new(settings, args.keystore)
+        elif args.action == "list":
+            admin.ledger_list(settings, args.limit, args.tool, args.json)
+        else:
+            admin.ledger_report(settings, args.json)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except admin.CommandError as exc:
+        print(f"x402-image-mcp: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = ("serve", "sandbox", "demo", "quote", "wallet", "ledger")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -115,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(arguments)
     _setup_logging()
     handlers = {"serve": _serve, "sandbox": _sandbox, "demo": _demo}
+    handlers |= dict.fromkeys(("quote", "wallet", "ledger"), _money_command)
     try:
         code = handlers[args.command](args)
     except KeyboardInterrupt:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -15,10 +17,15 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from x402_mcp.payments.assets import NETWORKS, Network, NetworkName, usdc_to_atomic
+from x402_mcp.payments.policy import Policy
 from x402_mcp.payments.signer import KeyFormatError, check_private_key
 
 DEFAULT_BASE_URL = "https://x402.agentutility.ai"
 PATH_PREFIX = "X402_PATH_"
+PAYTO_PREFIX = "X402_ALLOWED_PAYTO_"
+#: Public RPC endpoints, used for balances and reconciliation unless X402_RPC_URL is set.
+PUBLIC_RPC = {"base": "https://mainnet.base.org", "base-sepolia": "https://sepolia.base.org"}
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 Usdc = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
 
@@ -54,8 +61,28 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(10.0, gt=0, le=600, description="Seconds to wait for a connection.")
     http_token: SecretStr | None = Field(None, description="Bearer token required by the HTTP transports.")
 
-    #: Per-tool path overrides, X402_PATH_<TOOL>=path-or-URL, gathered by `load_settings`.
-    paths: dict[str, str] = Field(default_factory=dict, exclude=True)
+    # Money safety: every limit is the user's, never a tool argument.
+    daily_budget: Usdc = Field(Decimal("2.00"), description="Most USDC paid per UTC day, pending included.")
+    total_budget: Usdc | None = Field(None, description="Most USDC paid ever (optional).")
+    confirm_above: Usdc = Field(Decimal("0.10"), description="Ask the user before paying more than this.")
+    allowed_payto: str | None = Field(
+        None, description="Comma-separated payTo addresses allowed (any if unset)."
+    )
+
+    # Where things live.
+    data_dir: Path | None = Field(None, description="Folder for the ledger and keystore.")
+    ledger_path: Path | None = Field(None, description="SQLite ledger file.")
+    rpc_url: str | None = Field(
+        None, description="JSON-RPC endpoint of the chain, for balances and reconciliation."
+    )
+
+    # Key sources besides X402_PRIVATE_KEY (exactly one may be set).
+    key_file: Path | None = Field(None, description="File holding the hex key (mode 600).")
+    keystore: Path | None = Field(None, description="Encrypted JSON keystore (eth-account format).")
+    keystore_password: SecretStr | None = Field(None, description="Password of X402_KEYSTORE.")
+
+    #: Per-tool variables (X402_PATH_<TOOL>, X402_ALLOWED_PAYTO_<TOOL>), gathered by `load_settings`.
+    per_tool: dict[str, str] = Field(default_factory=dict, exclude=True)
 
     @field_validator("private_key")
     @classmethod
@@ -73,6 +100,32 @@ class Settings(BaseSettings):
     def _base_url(cls, value: str) -> str:
         return check_url(value, "X402_BASE_URL").rstrip("/")
 
+    @field_validator("rpc_url")
+    @classmethod
+    def _rpc_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"X402_RPC_URL must be an http(s) URL, got {value!r}")
+        return value.strip()
+
+    @field_validator("allowed_payto")
+    @classmethod
+    def _allowed_payto(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_addresses(value, "X402_ALLOWED_PAYTO")
+        return value
+
+    @field_validator("per_tool")
+    @classmethod
+    def _per_tool(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, item in value.items():
+            if name.startswith(PAYTO_PREFIX) and item.strip():
+                parse_addresses(item, name)
+        return value
+
     @field_validator("network", mode="before")
     @classmethod
     def _network(cls, value: Any) -> Any:
@@ -89,10 +142,56 @@ class Settings(BaseSettings):
     def max_per_call_atomic(self) -> int:
         return usdc_to_atomic(self.max_per_call)
 
-    def path_override(self, variable: str) -> str | None:
-        """The value of a per-tool path variable such as X402_PATH_IMAGE_GENERATE, if set."""
-        value = self.paths.get(variable.upper(), "").strip()
+    def tool_variable(self, variable: str) -> str | None:
+        """A per-tool variable such as X402_PATH_IMAGE_GENERATE, if set."""
+        value = self.per_tool.get(variable.upper(), "").strip()
         return value or None
+
+    @property
+    def allowed_pay_to(self) -> frozenset[str] | None:
+        return parse_addresses(self.allowed_payto, "X402_ALLOWED_PAYTO") if self.allowed_payto else None
+
+    def pinned_pay_to(self, tool: str) -> frozenset[str] | None:
+        """The payees X402_ALLOWED_PAYTO_<TOOL> pins `tool` to, if set."""
+        value = self.tool_variable(PAYTO_PREFIX + tool.upper())
+        return parse_addresses(value, PAYTO_PREFIX + tool.upper()) if value else None
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        if self.data_dir is not None:
+            return self.data_dir.expanduser()
+        from platformdirs import user_data_dir
+
+        return Path(user_data_dir("x402-image-mcp", appauthor=False))
+
+    @property
+    def resolved_ledger_path(self) -> Path:
+        if self.ledger_path is not None:
+            return self.ledger_path.expanduser()
+        return self.resolved_data_dir / "ledger.sqlite3"
+
+    @property
+    def resolved_rpc_url(self) -> str:
+        return self.rpc_url or PUBLIC_RPC[self.network]
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(
+            max_per_call=usdc_to_atomic(self.max_per_call),
+            daily_budget=usdc_to_atomic(self.daily_budget),
+            total_budget=usdc_to_atomic(self.total_budget) if self.total_budget is not None else None,
+            confirm_above=usdc_to_atomic(self.confirm_above),
+            allowed_pay_to=self.allowed_pay_to,
+        )
+
+
+def parse_addresses(value: str, variable: str) -> frozenset[str]:
+    """Comma-separated 0x addresses, lower-cased; ValueError naming the variable otherwise."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    bad = [item for item in items if not _ADDRESS.match(item)]
+    if bad or not items:
+        raise ValueError(f"{variable} must be comma-separated 0x addresses; not an address: {', '.join(bad)}")
+    return frozenset(item.lower() for item in items)
 
 
 def check_url(value: str, variable: str) -> str:
@@ -106,18 +205,18 @@ def check_url(value: str, variable: str) -> str:
     return value
 
 
-def _path_variables() -> dict[str, str]:
-    """X402_PATH_* from .env, then the environment (which wins, as for every other variable)."""
+def _per_tool_variables() -> dict[str, str]:
+    """X402_PATH_* and X402_ALLOWED_PAYTO_* from .env, then the environment (which wins)."""
     from dotenv import dotenv_values
 
     found = {k.upper(): v for k, v in dotenv_values(".env").items() if v is not None}
     found.update({k.upper(): v for k, v in os.environ.items()})
-    return {k: v for k, v in found.items() if k.startswith(PATH_PREFIX)}
+    return {k: v for k, v in found.items() if k.startswith((PATH_PREFIX, PAYTO_PREFIX))}
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from env and .env (and keyword overrides), or a `ConfigError` naming each bad variable."""
-    overrides.setdefault("paths", _path_variables())
+    overrides.setdefault("per_tool", _per_tool_variables())
     try:
         return Settings(**overrides)
     except ValidationError as exc:

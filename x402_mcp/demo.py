@@ -66,7 +66,6 @@ async def _drive(base_url: str, env: dict[str, str], workdir: str) -> int:
     from mcp import Client
     from mcp.client.stdio import StdioServerParameters
 
-    # An empty working directory: a user's .env must not redirect the demo anywhere real.
     server = StdioServerParameters(
         command=sys.executable, args=["-m", "x402_mcp", "serve"], env=env, cwd=workdir
     )
@@ -99,6 +98,11 @@ async def _drive(base_url: str, env: dict[str, str], workdir: str) -> int:
                 {"image": generated["image_url"], "mask": mask_url, "prompt": "a full moon"},
             ),
         )
+        status = await client.call_tool("wallet_status", {})
+        _out()
+        _out("wallet_status, from the server's own ledger:")
+        for line in status.content[0].text.splitlines():  # type: ignore[union-attr]
+            _out(f"  {line}")
         return 0 if "image_url" in edited and "image_url" in inpainted else 1
 
 
@@ -113,14 +117,18 @@ def run_demo(*, protocol: int = 1, network: str = "base-sepolia") -> int:
         _out(f"Sandbox x402 upstream (x402 v{protocol}, {network}) at {sandbox.base_url}")
         _out(f"Throwaway wallet {payer}: {format_usdc(config.default_balance)} test USDC, no real money")
         _out()
-        env = {
-            "X402_BASE_URL": sandbox.base_url,
-            "X402_PRIVATE_KEY": key,
-            "X402_NETWORK": network,
-            "X402_LOG_LEVEL": "WARNING",
-            "PATH": os.environ.get("PATH", ""),
-        }
         with tempfile.TemporaryDirectory(prefix="x402-demo-") as workdir:
+            # Its own ledger and an empty working directory: the demo never touches the user's ledger,
+            # and a user's .env cannot redirect it anywhere real.
+            env = {
+                "X402_BASE_URL": sandbox.base_url,
+                "X402_PRIVATE_KEY": key,
+                "X402_NETWORK": network,
+                "X402_DATA_DIR": os.path.join(workdir, "data"),
+                "X402_RPC_URL": f"{sandbox.base_url}/rpc",
+                "X402_LOG_LEVEL": "WARNING",
+                "PATH": os.environ.get("PATH", ""),
+            }
             code = anyio.run(_drive, sandbox.base_url, env, workdir)
         state = sandbox.state
         _out()

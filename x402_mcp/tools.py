@@ -1,4 +1,4 @@
-"""Running one catalog tool: validated input in, a paid upstream call, a shaped result out."""
+"""Running one catalog tool: validate and quote, (approve), pay once, shape the result."""
 
 from __future__ import annotations
 
@@ -7,51 +7,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from mcp.types import CallToolResult, TextContent
 from pydantic import ValidationError
 
-from x402_mcp.catalog import PaymentInfo, ToolInput, ToolSpec
-from x402_mcp.config import Settings, check_url
-from x402_mcp.payments.errors import PaymentRefused, X402Error
-from x402_mcp.payments.payer import Limit, Payer, Payment, Progress
-from x402_mcp.payments.signer import Wallet
+from x402_mcp.catalog import PaymentInfo, ToolSpec
+from x402_mcp.payments.errors import X402Error
+from x402_mcp.payments.payer import Payment, Progress, Quote
+from x402_mcp.services import Services
 
 log = logging.getLogger(__name__)
-
-
-class Services:
-    """What every tool call shares: settings, one HTTP client, the wallet and the payer."""
-
-    def __init__(self, settings: Settings, http: httpx.AsyncClient) -> None:
-        self.settings = settings
-        self.http = http
-        self._wallet: Wallet | None = None
-        self.payer = Payer(http, self.wallet, settings.chain)
-
-    def wallet(self) -> Wallet:
-        if self._wallet is None:
-            if self.settings.private_key is None:
-                raise PaymentRefused(
-                    "no wallet is configured, so nothing was paid: set X402_PRIVATE_KEY (in the MCP "
-                    "server's env or a .env file) to the hex key of a wallet holding USDC on "
-                    f"{self.settings.network}."
-                )
-            self._wallet = Wallet(self.settings.private_key.get_secret_value())
-        return self._wallet
-
-    def endpoint_url(self, spec: ToolSpec) -> str:
-        """base URL + path, or the tool's X402_PATH_* override (a path, or a whole URL)."""
-        override = self.settings.path_override(spec.path_variable)
-        if override and override.startswith(("http://", "https://")):
-            return check_url(override, spec.path_variable)
-        return f"{self.settings.base_url}/{(override or spec.path).lstrip('/')}"
-
-    def limits(self, spec: ToolSpec) -> list[Limit]:
-        return [
-            Limit(self.settings.max_per_call_atomic, "X402_MAX_PER_CALL"),
-            Limit(spec.price_ceiling_atomic, f"the {spec.name} price ceiling"),
-        ]
 
 
 @dataclass(frozen=True)
@@ -117,15 +81,54 @@ def _summary(spec: ToolSpec, data: dict[str, Any], payment: Payment | None) -> s
     return "\n".join(lines)
 
 
-async def run_paid_tool(
-    spec: ToolSpec, arguments: ToolInput, services: Services, progress: Progress
-) -> CallToolResult:
-    """One tool call: pay the upstream under the limits and return its image and receipt."""
-    url = services.endpoint_url(spec)
+@dataclass(frozen=True)
+class Prepared:
+    """A tool call checked and quoted, before any payment: what the approval step looks at."""
+
+    spec: ToolSpec
+    progress: Progress
+    quote: Quote | None = None
+    error: CallToolResult | None = None
+
+
+async def prepare_call(
+    spec: ToolSpec, arguments: dict[str, Any], services: Services, progress: Progress
+) -> Prepared:
+    """Validate the input and ask the upstream its price. Free: nothing is signed or recorded."""
     try:
-        response = await services.payer.post_json(
-            url, spec.upstream_body(arguments), limits=services.limits(spec), progress=progress
+        validated = spec.input_model.model_validate(arguments)
+    except ValidationError as exc:
+        return Prepared(
+            spec, progress, error=error_result(f"invalid input for {spec.name}: {exc}", money_spent=False)
         )
+    try:
+        quote = await services.payer.quote(
+            spec.name,
+            services.endpoint_url(spec),
+            spec.upstream_body(validated),
+            ceiling=services.ceiling(spec),
+            allowed_pay_to=services.allowed_pay_to(spec),
+            progress=progress,
+        )
+    except X402Error as exc:
+        return Prepared(spec, progress, error=error_result(str(exc), money_spent=exc.money_spent))
+    return Prepared(spec, progress, quote=quote)
+
+
+async def finish_call(
+    prepared: Prepared, services: Services, *, approved: bool, refusal: str = ""
+) -> CallToolResult:
+    """Pay the prepared quote (once) and shape the upstream's answer for the agent."""
+    if prepared.error is not None:
+        return prepared.error
+    quote = prepared.quote
+    assert quote is not None
+    if quote.needs_approval and not approved:
+        reason = quote.decision.reason if quote.decision else ""
+        return error_result(f"nothing was paid: {reason}; {refusal}", money_spent=False)
+    spec = prepared.spec
+    try:
+        response = await services.payer.pay(quote, approved=approved, progress=prepared.progress)
     except X402Error as exc:
         return error_result(str(exc), money_spent=exc.money_spent)
 
@@ -147,6 +150,8 @@ async def run_paid_tool(
         return error_result(
             f"the upstream's answer is not a usable image result ({exc}).", money_spent=spent, payment=payment
         )
+    if payment is not None:
+        services.ledger.record_output(payment.ledger_id, image_url=result.image_url)
     structured = result.model_dump(mode="json")
     return CallToolResult(
         content=[TextContent(type="text", text=_summary(spec, structured, payment))],

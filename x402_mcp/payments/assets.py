@@ -72,7 +72,8 @@ def atomic_to_usdc(atomic: int) -> Decimal:
 
 
 def format_usdc(atomic: int) -> str:
-    """'0.02' for 20000: the shortest exact decimal, never fewer than two places."""
-    text = format(atomic_to_usdc(atomic).normalize(), "f")
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(2, '0')}"
+    """'0.02' for 20000: the shortest exact decimal, never fewer than two places. Any size, exactly."""
+    sign = "-" if atomic < 0 else ""
+    whole, frac = divmod(abs(atomic), 10**USDC_DECIMALS)
+    digits = str(frac).rjust(USDC_DECIMALS, "0").rstrip("0").ljust(2, "0")
+    return f"{sign}{whole}.{digits}"

@@ -1,18 +1,25 @@
 """The one pipeline that spends money. Nothing else in the project signs or pays.
 
-One logical call: send unpaid; on 402 parse the challenge and choose a payable option under
-the limits; sign ONE authorization; send it; on a lost answer (transport error, timeout, 5xx)
-re-send the SAME header while it is valid, so the nonce makes a second settlement impossible;
-decode the receipt. A new authorization is never made within one call.
+One logical call is a quote, then a payment:
+- quote: send the request unpaid; on 402 parse the challenge, choose a payable option under
+  the caps, the tool's ceiling and the payee allowlist, and ask the policy (budgets,
+  confirmation). Free: nothing is signed and nothing is written.
+- pay: reserve the amount in the ledger (re-checking the budgets in the same transaction),
+  sign ONE authorization, record it, then send it. After a lost answer (transport error,
+  timeout, 5xx) the SAME header is re-sent while valid, so its nonce can settle at most once.
+  The outcome is written back: settled, released (known unpaid) or unknown (counts against
+  the budget until reconciliation resolves it on chain).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -21,11 +28,17 @@ import httpx
 from x402_mcp.payments import protocol
 from x402_mcp.payments.assets import Network, format_usdc
 from x402_mcp.payments.errors import PaymentRefused, ReceiptError, UpstreamError
+from x402_mcp.payments.ledger import BudgetExceeded, Ledger, Reservation
+from x402_mcp.payments.policy import Decision, Policy, decide
 from x402_mcp.payments.signer import Wallet
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
+
+
+async def _no_progress(_: str) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -38,8 +51,9 @@ class Limit:
 
 @dataclass(frozen=True)
 class Payment:
-    """What one call paid."""
+    """What one call paid (or tried to)."""
 
+    ledger_id: int
     amount: int
     asset: str
     network: str
@@ -67,23 +81,50 @@ class UpstreamResponse:
     payment: Payment | None
 
     def json(self) -> Any:
-        import json
-
         return json.loads(self.body)
 
 
-async def _no_progress(_: str) -> None:
-    return None
+@dataclass(frozen=True)
+class Quote:
+    """What a call would cost, learned without signing anything."""
+
+    tool: str
+    url: str
+    body: dict[str, Any]
+    #: The endpoint's answer when it did not ask for payment.
+    free: httpx.Response | None = None
+    challenge: protocol.Challenge | None = None
+    chosen: protocol.ChosenPayment | None = None
+    decision: Decision | None = None
+
+    @property
+    def amount(self) -> int:
+        return self.chosen.requirement.amount if self.chosen else 0
+
+    @property
+    def pay_to(self) -> str | None:
+        return self.chosen.requirement.pay_to if self.chosen else None
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.decision is not None and self.decision.verdict == "confirm"
+
+
+def request_digest(url: str, body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"POST {url}\n{canonical}".encode()).hexdigest()
 
 
 class Payer:
-    """Pays x402 challenges from one wallet, on one network, under per-call limits."""
+    """Pays x402 challenges from one wallet, on one network, under the user's policy."""
 
     def __init__(
         self,
         http: httpx.AsyncClient,
         wallet: Callable[[], Wallet],
         network: Network,
+        ledger: Ledger,
+        policy: Policy,
         *,
         max_attempts: int = 3,
         backoff_seconds: float = 0.5,
@@ -92,59 +133,140 @@ class Payer:
         self._http = http
         self._wallet = wallet
         self._network = network
+        self._ledger = ledger
+        self._policy = policy
         self._max_attempts = max_attempts
         self._backoff = backoff_seconds
         self._clock = clock
 
-    async def post_json(
+    # --- quote (free) ----------------------------------------------------------------------
+
+    async def quote(
         self,
+        tool: str,
         url: str,
         body: dict[str, Any],
         *,
-        limits: list[Limit],
+        ceiling: Limit,
+        allowed_pay_to: frozenset[str] | None = None,
         progress: Progress = _no_progress,
-    ) -> UpstreamResponse:
-        """POST `body` to `url`, paying its 402 once if it asks for no more than every limit."""
+    ) -> Quote:
+        """Ask the endpoint its price; raise `PaymentRefused` if the policy forbids paying it."""
         await progress("asking the upstream for its price")
         first = await self._send(url, body, {}, paid=False)
         if first.status_code != 402:
-            return UpstreamResponse(first.status_code, first.headers, first.content, None)
-
+            return Quote(tool, url, body, free=first)
         challenge = protocol.parse_challenge(first.headers, first.content)
-        tightest = min(limits, key=lambda limit: limit.atomic)
+        cap = Limit(self._policy.max_per_call, "X402_MAX_PER_CALL")
+        tightest = min((cap, ceiling), key=lambda limit: limit.atomic)
         chosen = protocol.choose_requirement(
-            challenge, network=self._network, max_amount=tightest.atomic, limit_name=tightest.name
+            challenge,
+            network=self._network,
+            max_amount=tightest.atomic,
+            limit_name=tightest.name,
+            allowed_pay_to=allowed_pay_to,
         )
+        decision = decide(self._policy, self._ledger.spending(), chosen.requirement.amount)
+        if decision.verdict == "deny":
+            raise PaymentRefused(f"nothing was paid: {decision.reason}")
+        return Quote(tool, url, body, challenge=challenge, chosen=chosen, decision=decision)
+
+    # --- pay (spends) ----------------------------------------------------------------------
+
+    async def pay(
+        self, quote: Quote, *, approved: bool = False, progress: Progress = _no_progress
+    ) -> UpstreamResponse:
+        """Pay a quote once. `approved` says the user confirmed this exact amount and payee."""
+        if quote.free is not None:
+            return UpstreamResponse(quote.free.status_code, quote.free.headers, quote.free.content, None)
+        assert quote.challenge is not None and quote.chosen is not None and quote.decision is not None
+        if quote.needs_approval and not approved:
+            raise PaymentRefused(f"nothing was paid: {quote.decision.reason} and the user did not approve it")
+        chosen = quote.chosen
         wallet = self._wallet()
-        now = int(self._clock())
         auth = protocol.build_authorization(
-            chosen, payer=wallet.address, now=now, nonce=secrets.token_bytes(32)
+            chosen, payer=wallet.address, now=int(self._clock()), nonce=secrets.token_bytes(32)
         )
-        await progress(f"paying {format_usdc(chosen.requirement.amount)} USDC")
-        signature = wallet.sign_typed_data(protocol.typed_data(chosen, auth))
-        header_name, header_value = protocol.encode_payment(challenge, chosen, auth, signature)
+        try:
+            ledger_id = self._ledger.reserve(
+                Reservation(
+                    tool=quote.tool,
+                    url=quote.url,
+                    request_digest=request_digest(quote.url, quote.body),
+                    requirement=chosen.requirement.raw,
+                    x402_version=quote.challenge.x402_version,
+                    amount=auth.value,
+                    network=chosen.network.name,
+                    asset=chosen.requirement.asset,
+                    pay_to=auth.to,
+                    payer=auth.from_address,
+                    nonce=auth.nonce,
+                    valid_before=auth.valid_before,
+                ),
+                self._policy,
+            )
+        except BudgetExceeded as exc:
+            raise PaymentRefused(f"nothing was paid: {exc}") from None
+
+        await progress(f"paying {format_usdc(auth.value)} USDC")
+        try:
+            signature = wallet.sign_typed_data(protocol.typed_data(chosen, auth))
+            header_name, header_value = protocol.encode_payment(quote.challenge, chosen, auth, signature)
+            self._ledger.mark_signed(ledger_id, signature)
+        except BaseException:
+            # Nothing left the process: the reservation is released.
+            self._ledger.mark_released(ledger_id, "signing or recording failed; nothing was sent")
+            raise
         log.info(
-            "signed %s USDC to %s on %s (nonce %s)",
+            "payment %d: signed %s USDC to %s on %s (nonce %s)",
+            ledger_id,
             format_usdc(auth.value),
             auth.to,
-            chosen.requirement.network,
+            chosen.network.name,
             auth.nonce,
         )
-
         payment = Payment(
+            ledger_id=ledger_id,
             amount=auth.value,
             asset=chosen.requirement.asset,
             network=chosen.network.name,
             pay_to=auth.to,
             payer=auth.from_address,
             nonce=auth.nonce,
-            x402_version=challenge.x402_version,
+            x402_version=quote.challenge.x402_version,
             settled=None,
             transaction=None,
         )
         await progress("waiting for the upstream")
-        answer, attempts = await self._send_paid(url, body, {header_name: header_value}, auth, payment)
+        try:
+            answer, attempts = await self._send_paid(quote, {header_name: header_value}, auth, payment)
+        except BaseException as exc:
+            # Lost answer, or the call was cancelled mid-flight: the header may have arrived.
+            self._ledger.mark_unknown(
+                ledger_id, f"no answer to the paid request: {type(exc).__name__}: {exc}"[:300]
+            )
+            raise
         return self._conclude(answer, attempts, payment)
+
+    async def post_json(
+        self,
+        tool: str,
+        url: str,
+        body: dict[str, Any],
+        *,
+        ceiling: Limit,
+        allowed_pay_to: frozenset[str] | None = None,
+        approve: Callable[[Quote], Awaitable[bool]] | None = None,
+        progress: Progress = _no_progress,
+    ) -> UpstreamResponse:
+        """Quote, ask `approve` when the policy wants confirmation, then pay."""
+        quote = await self.quote(
+            tool, url, body, ceiling=ceiling, allowed_pay_to=allowed_pay_to, progress=progress
+        )
+        approved = quote.needs_approval and approve is not None and await approve(quote)
+        return await self.pay(quote, approved=approved, progress=progress)
+
+    # --- transport -------------------------------------------------------------------------
 
     async def _send(
         self, url: str, body: dict[str, Any], headers: dict[str, str], *, paid: bool
@@ -160,81 +282,84 @@ class Payer:
             ) from exc
 
     async def _send_paid(
-        self,
-        url: str,
-        body: dict[str, Any],
-        headers: dict[str, str],
-        auth: protocol.Authorization,
-        payment: Payment,
+        self, quote: Quote, headers: dict[str, str], auth: protocol.Authorization, payment: Payment
     ) -> tuple[httpx.Response, int]:
         """Send the signed request; re-send the SAME header after a lost answer, while valid."""
         attempt = 0
         while True:
             attempt += 1
-            failure: str
+            last: httpx.Response | None = None
             try:
-                response = await self._send(url, body, headers, paid=True)
+                response = await self._send(quote.url, quote.body, headers, paid=True)
                 if response.status_code < 500:
                     return response, attempt
                 failure = f"the upstream answered {response.status_code}"
-                last: httpx.Response | None = response
+                last = response
             except httpx.HTTPError as exc:
                 failure = f"the connection failed ({type(exc).__name__})"
-                last = None
             delay = self._backoff * 2 ** (attempt - 1)
-            still_valid = self._clock() + delay + protocol.MIN_VALIDITY_SECONDS / 5 < auth.valid_before
+            still_valid = self._clock() + delay + 6 < auth.valid_before
             if attempt >= self._max_attempts or not still_valid:
                 if last is not None:
                     return last, attempt
                 raise UpstreamError(
                     f"{failure} after a signed payment of {payment.amount_usdc} USDC was sent "
                     f"({attempt} attempts with the same authorization). Whether it settled is unknown: "
-                    f"nonce {payment.nonce} from {payment.payer}. It can settle at most once.",
+                    f"payment {payment.ledger_id}, nonce {payment.nonce}. It can settle at most once; "
+                    "it counts against the budget until reconciliation resolves it (see wallet_status).",
                     money_spent=True,
                 )
             log.warning("%s; re-sending the same payment (attempt %d)", failure, attempt + 1)
             await anyio.sleep(delay)
 
     def _conclude(self, answer: httpx.Response, attempts: int, payment: Payment) -> UpstreamResponse:
+        ledger_id = payment.ledger_id
         try:
             receipt = protocol.decode_receipt(answer.headers)
         except ReceiptError as exc:
-            log.warning("unreadable receipt: %s", exc)
+            log.warning("payment %d: unreadable receipt: %s", ledger_id, exc)
             receipt = None
         if receipt is not None:
-            payment = Payment(
-                **{
-                    **payment.__dict__,
-                    "settled": receipt.success,
-                    "transaction": receipt.transaction,
-                    "error_reason": receipt.error_reason,
-                }
+            payment = replace(
+                payment,
+                settled=receipt.success,
+                transaction=receipt.transaction,
+                error_reason=receipt.error_reason,
             )
         status = answer.status_code
+
+        if receipt is not None and receipt.success:
+            self._ledger.mark_settled(ledger_id, receipt.transaction)
+        elif receipt is not None:
+            self._ledger.mark_released(ledger_id, f"failure receipt: {receipt.error_reason or 'no reason'}")
+        else:
+            self._ledger.mark_unknown(ledger_id, f"HTTP {status} without a receipt")
+
         if 200 <= status < 300:
             return UpstreamResponse(status, answer.headers, answer.content, payment)
 
         detail = _error_detail(answer)
+        if status == 402 and receipt is not None and not receipt.success:
+            raise PaymentRefused(
+                f"the upstream refused the payment: {payment.error_reason or detail}. No money moved."
+            )
         if status == 402:
-            if attempts > 1:
-                # A 402 to a re-sent header can mean "this nonce already settled" (x402-protocol.md).
-                raise UpstreamError(
-                    f"the upstream refused the re-sent payment ({detail}) after an earlier attempt was "
-                    f"lost; it may have settled once: nonce {payment.nonce}. No new payment was made.",
-                    status=status,
-                    money_spent=True,
-                )
-            reason = payment.error_reason or detail
-            raise PaymentRefused(f"the upstream refused the payment: {reason}. No money moved.")
+            earlier = " after an earlier attempt was lost" if attempts > 1 else ""
+            raise UpstreamError(
+                f"the upstream answered 402 again to the signed payment{earlier} ({detail}). It may have "
+                f"settled once: payment {ledger_id}, nonce {payment.nonce}; no new payment was made. "
+                "It counts against the budget until reconciliation resolves it (see wallet_status).",
+                status=status,
+                money_spent=True,
+            )
         if payment.settled:
             outcome = f"The receipt says {payment.amount_usdc} USDC settled (tx {payment.transaction})."
-        elif status >= 500:
-            outcome = (
-                "Servers settle only successful calls, so this most likely cost nothing; "
-                f"the signed authorization (nonce {payment.nonce}) can settle at most once."
-            )
         else:
-            outcome = "x402 servers settle only successful calls, so this cost nothing."
+            outcome = (
+                "x402 servers settle only successful calls, so this most likely cost nothing; "
+                f"the ledger keeps payment {ledger_id} as unresolved until the chain confirms "
+                f"(nonce {payment.nonce})."
+            )
         raise UpstreamError(
             f"the upstream answered {status}: {detail}. {outcome}",
             status=status,

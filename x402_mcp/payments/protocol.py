@@ -145,7 +145,7 @@ def _atomic_amount(value: Any) -> int:
         raise ValueError("amount is a boolean")
     if isinstance(value, int):
         amount = value
-    elif isinstance(value, str) and _ATOMIC.match(value):
+    elif isinstance(value, str) and _ATOMIC.fullmatch(value):
         amount = int(value)
     elif isinstance(value, str) and re.match(r"^\s*[-+]?\$?[0-9]*\.[0-9]+\s*$", value):
         raise ValueError(f"amount {value!r} looks like decimal dollars, not atomic units")
@@ -175,7 +175,9 @@ def _requirement(entry: Any, version: X402Version) -> PaymentRequirement:
     timeout = entry.get("maxTimeoutSeconds", 60)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
         raise ValueError(f"maxTimeoutSeconds {timeout!r} is not a positive integer")
-    extra = entry.get("extra") or {}
+    extra = entry.get("extra")
+    if extra is None:
+        extra = {}
     if not isinstance(extra, dict):
         raise ValueError("extra is not an object")
     return PaymentRequirement(
@@ -209,7 +211,7 @@ def parse_challenge(headers: Mapping[str, str], body: bytes) -> Challenge:
     if not isinstance(document, dict):
         raise ChallengeError("the 402 answer carries no x402 payment requirements")
     version = document.get("x402Version")
-    if version != expected or isinstance(version, bool):
+    if type(version) is not int or version != expected:  # not 1.0, not True
         where = "PAYMENT-REQUIRED header" if expected == 2 else "402 body"
         raise ChallengeError(f"the {where} says x402Version {version!r}; expected {expected}")
     accepts = document.get("accepts")
@@ -238,7 +240,11 @@ def parse_challenge(headers: Mapping[str, str], body: bytes) -> Challenge:
 
 
 def _refusal(
-    req: PaymentRequirement, network: Network, max_amount: int, limit_name: str
+    req: PaymentRequirement,
+    network: Network,
+    max_amount: int,
+    limit_name: str,
+    allowed_pay_to: frozenset[str] | None,
 ) -> tuple[str, Asset | None]:
     """Why `req` may not be paid from a wallet on `network` under `max_amount`; '' if it may."""
     if req.scheme != "exact":
@@ -259,6 +265,8 @@ def _refusal(
             return f"extra.{key} {req.extra[key]!r} does not match USDC's EIP-712 {key} {known!r}", None
     if not _ADDRESS.match(req.pay_to) or int(req.pay_to, 16) == 0:
         return f"payTo {req.pay_to!r} is not an address", None
+    if allowed_pay_to is not None and req.pay_to.lower() not in allowed_pay_to:
+        return f"payTo {req.pay_to} is not in X402_ALLOWED_PAYTO", None
     if req.amount > max_amount:
         return (
             f"it asks {format_usdc(req.amount)} USDC, above {limit_name} of {format_usdc(max_amount)} USDC",
@@ -268,16 +276,22 @@ def _refusal(
 
 
 def choose_requirement(
-    challenge: Challenge, *, network: Network, max_amount: int, limit_name: str = "X402_MAX_PER_CALL"
+    challenge: Challenge,
+    *,
+    network: Network,
+    max_amount: int,
+    limit_name: str = "X402_MAX_PER_CALL",
+    allowed_pay_to: frozenset[str] | None = None,
 ) -> ChosenPayment:
     """The cheapest option this wallet may pay; `PaymentRefused` naming every reason otherwise.
 
-    `limit_name` says which limit `max_amount` comes from, for the refusal message.
+    `limit_name` says which limit `max_amount` comes from, for the refusal message;
+    `allowed_pay_to` (lower-cased addresses), when given, is the only payees allowed.
     """
     reasons = list(challenge.unreadable)
     payable: list[ChosenPayment] = []
     for index, req in enumerate(challenge.accepts):
-        reason, asset = _refusal(req, network, max_amount, limit_name)
+        reason, asset = _refusal(req, network, max_amount, limit_name, allowed_pay_to)
         if asset is None:
             reasons.append(f"option {index + 1}: {reason}" if len(challenge.accepts) > 1 else reason)
         else:

@@ -33,6 +33,7 @@ from .facilitator import (
     verify_payment,
 )
 from .facilitator import b64_json as _b64_json
+from .rpc import rpc_endpoint
 from .state import SandboxState
 
 logger = logging.getLogger("x402_mcp.sandbox")
@@ -269,6 +270,7 @@ def create_app(state: SandboxState) -> Starlette:
     routes.append(Route("/files/{file_id}.png", _files_endpoint(state), methods=["GET"]))
     routes.append(Route("/uploads/{name}", _uploads_endpoint(state), methods=["GET", "PUT"]))
     routes.append(Route("/_sandbox/state", _state_endpoint(state), methods=["GET"]))
+    routes.append(Route("/rpc", rpc_endpoint(state), methods=["POST"]))
     app = Starlette(routes=routes)
     app.state.sandbox = state
     return app

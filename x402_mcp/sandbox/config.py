@@ -85,6 +85,8 @@ class SandboxConfig:
     raw_challenge: tuple[dict[str, str], bytes] | None = None
     faults: set[str] = field(default_factory=set)
     stall_seconds: float = 30.0
+    # POST /rpc (the JSON-RPC view of the ledger) answers 503, as an unreachable RPC would.
+    rpc_down: bool = False
 
     def __post_init__(self) -> None:
         # Fail at construction, not at the first request, so a typo in a test is obvious.

@@ -52,6 +52,10 @@ class SandboxState:
         # Nonces verified but not yet settled: a concurrent replay must not pass verification too.
         self._pending_nonces: set[str] = set()
         self._files: OrderedDict[str, bytes] = OrderedDict()
+        # (authorizer, nonce), both lower-case, of every SETTLED authorization: what
+        # `authorizationState` on the token answers. Reserved nonces are not in here.
+        self._settled_authorizations: set[tuple[str, str]] = set()
+        self.started_at = time.time()
 
     # --- counters -------------------------------------------------------------------------
 
@@ -105,6 +109,7 @@ class SandboxState:
                     "insufficient_funds", f"{payment.payer} holds {balance}, needs {payment.amount}"
                 )
             self._used_nonces.add(payment.nonce)
+            self._settled_authorizations.add((payment.payer.lower(), payment.nonce.lower()))
             self.balances[payment.payer] = balance - payment.amount
             payee = to_checksum_address(payment.pay_to)
             self.balances[payee] = self.balances.get(payee, 0) + payment.amount
@@ -129,6 +134,36 @@ class SandboxState:
                 return sum(s.amount for s in self.settlements)
             want = payer.lower()
             return sum(s.amount for s in self.settlements if s.payer.lower() == want)
+
+    # --- chain view (read by the JSON-RPC endpoint) ----------------------------------------
+
+    def is_settled(self, authorizer: str, nonce: str) -> bool:
+        """Whether `authorizer`'s authorization with `nonce` (0x + 64 hex) has settled: what the token's
+        `authorizationState(authorizer, nonce)` returns. A nonce only reserved (in flight) is not."""
+        with self._lock:
+            return (authorizer.lower(), nonce.lower()) in self._settled_authorizations
+
+    def balance_of(self, address: str) -> int:
+        """The ledger balance of `address`, without recording it as seen. A wallet not seen yet holds
+        the default test balance (what it would get when it first pays); the payee starts empty."""
+        checksummed = to_checksum_address(address)
+        with self._lock:
+            if checksummed in self.balances:
+                return self.balances[checksummed]
+            if checksummed == to_checksum_address(self.config.pay_to):
+                return 0
+            return self.config.default_balance
+
+    def block_number(self) -> int:
+        """A block height that grows with every settlement: one block per settlement, after block 1."""
+        with self._lock:
+            return len(self.settlements) + 1
+
+    def settlements_in_block(self, number: int) -> list[Settlement]:
+        """The settlements "mined" in block `number` (block n + 1 holds the n-th settlement)."""
+        with self._lock:
+            index = number - 2
+            return [self.settlements[index]] if 0 <= index < len(self.settlements) else []
 
     # --- files ----------------------------------------------------------------------------
 

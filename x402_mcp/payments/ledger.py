@@ -1,0 +1,272 @@
+"""The durable record of every payment, in SQLite (WAL).
+
+A payment row moves reserved -> signed -> settled | released | unknown. The reservation and
+its budget check are one IMMEDIATE transaction, so concurrent calls (threads, tasks, or other
+server processes sharing the file) can never overshoot a budget; the signed authorization is
+written before it leaves the process, so a crash loses no record. Each method is one short
+synchronous transaction with no await inside, so coroutines cannot interleave within one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from x402_mcp.payments.policy import COUNTED_STATUSES, Policy, Spending, budget_refusal, utc_day
+
+Status = Literal["reserved", "signed", "settled", "released", "unknown"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS payments (
+    id              INTEGER PRIMARY KEY,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    day             TEXT NOT NULL,
+    tool            TEXT NOT NULL,
+    url             TEXT NOT NULL,
+    request_digest  TEXT NOT NULL,
+    requirement     TEXT NOT NULL,
+    x402_version    INTEGER NOT NULL,
+    amount          INTEGER NOT NULL CHECK (amount > 0),
+    network         TEXT NOT NULL,
+    asset           TEXT NOT NULL,
+    pay_to          TEXT NOT NULL,
+    payer           TEXT NOT NULL,
+    nonce           TEXT NOT NULL UNIQUE,
+    valid_before    INTEGER NOT NULL,
+    signature       TEXT,
+    status          TEXT NOT NULL
+                    CHECK (status IN ('reserved', 'signed', 'settled', 'released', 'unknown')),
+    transaction_hash TEXT,
+    note            TEXT,
+    image_url       TEXT,
+    output_path     TEXT,
+    output_sha256   TEXT,
+    parent_id       INTEGER REFERENCES payments(id)
+);
+CREATE INDEX IF NOT EXISTS payments_day ON payments(day, status);
+CREATE INDEX IF NOT EXISTS payments_status ON payments(status);
+"""
+
+_COUNTED = "(" + ", ".join(f"'{s}'" for s in COUNTED_STATUSES) + ")"
+
+
+class BudgetExceeded(Exception):
+    """The reservation would break a budget; nothing was written."""
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    id: int
+    created_at: float
+    updated_at: float
+    day: str
+    tool: str
+    url: str
+    request_digest: str
+    x402_version: int
+    amount: int
+    network: str
+    asset: str
+    pay_to: str
+    payer: str
+    nonce: str
+    valid_before: int
+    status: Status
+    transaction_hash: str | None
+    note: str | None
+    image_url: str | None
+    output_path: str | None
+    output_sha256: str | None
+    parent_id: int | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> PaymentRow:
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What to reserve: everything about the payment except the signature."""
+
+    tool: str
+    url: str
+    request_digest: str
+    requirement: dict[str, Any]
+    x402_version: int
+    amount: int
+    network: str
+    asset: str
+    pay_to: str
+    payer: str
+    nonce: str
+    valid_before: int
+
+
+class Ledger:
+    def __init__(self, path: Path, *, clock: Any = time.time) -> None:
+        self.path = path
+        self._clock = clock
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a signed authorization must survive power loss
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+        with contextlib.suppress(OSError):  # a filesystem without modes
+            path.chmod(0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: other writers (in any process) wait until it ends."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _spending(self, db: sqlite3.Connection, day: str) -> Spending:
+        row = db.execute(
+            f"SELECT COALESCE(SUM(CASE WHEN day = ? THEN amount END), 0), COALESCE(SUM(amount), 0) "
+            f"FROM payments WHERE status IN {_COUNTED}",
+            (day,),
+        ).fetchone()
+        return Spending(today=int(row[0]), total=int(row[1]))
+
+    def spending(self) -> Spending:
+        with self._lock:
+            return self._spending(self._db, utc_day(self._clock()))
+
+    def reserve(self, reservation: Reservation, policy: Policy) -> int:
+        """Record the payment as `reserved` if it fits the budgets, in one transaction."""
+        now = self._clock()
+        day = utc_day(now)
+        with self._write() as db:
+            refusal = budget_refusal(policy, self._spending(db, day), reservation.amount)
+            if refusal is not None:
+                raise BudgetExceeded(refusal)
+            cursor = db.execute(
+                "INSERT INTO payments (created_at, updated_at, day, tool, url, request_digest, requirement, "
+                "x402_version, amount, network, asset, pay_to, payer, nonce, valid_before, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'reserved')",
+                (
+                    now,
+                    now,
+                    day,
+                    reservation.tool,
+                    reservation.url,
+                    reservation.request_digest,
+                    json.dumps(reservation.requirement, sort_keys=True),
+                    reservation.x402_version,
+                    reservation.amount,
+                    reservation.network,
+                    reservation.asset,
+                    reservation.pay_to,
+                    reservation.payer,
+                    reservation.nonce,
+                    reservation.valid_before,
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def _update(self, payment_id: int, expected: tuple[Status, ...], **fields: Any) -> None:
+        fields["updated_at"] = self._clock()
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        placeholders = ", ".join("?" for _ in expected)
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE payments SET {assignments} WHERE id = ? AND status IN ({placeholders})",
+                (*fields.values(), payment_id, *expected),
+            )
+            if cursor.rowcount != 1:
+                raise LookupError(f"payment {payment_id} is not in status {expected}")
+
+    def mark_signed(self, payment_id: int, signature: str) -> None:
+        self._update(payment_id, ("reserved",), status="signed", signature=signature)
+
+    def mark_settled(self, payment_id: int, transaction: str | None, note: str | None = None) -> None:
+        fields: dict[str, Any] = {"status": "settled", "note": note}
+        if transaction:
+            fields["transaction_hash"] = transaction
+        # From any non-reserved state: a success receipt or the chain is the strongest evidence, and
+        # reconciliation and the call that paid may both learn the outcome.
+        self._update(payment_id, ("signed", "unknown", "settled", "released"), **fields)
+
+    def mark_released(self, payment_id: int, note: str) -> None:
+        self._update(payment_id, ("reserved", "signed", "unknown"), status="released", note=note)
+
+    def mark_unknown(self, payment_id: int, note: str) -> None:
+        self._update(payment_id, ("signed", "unknown"), status="unknown", note=note)
+
+    def record_output(
+        self,
+        payment_id: int,
+        *,
+        image_url: str | None = None,
+        output_path: str | None = None,
+        output_sha256: str | None = None,
+        parent_id: int | None = None,
+    ) -> None:
+        fields = {
+            "image_url": image_url,
+            "output_path": output_path,
+            "output_sha256": output_sha256,
+            "parent_id": parent_id,
+        }
+        fields = {k: v for k, v in fields.items() if v is not None}
+        if fields:
+            self._update(payment_id, ("reserved", "signed", "settled", "released", "unknown"), **fields)
+
+    def get(self, payment_id: int) -> PaymentRow:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM payments WHERE id = ?", (payment_id,)).fetchone()
+        if row is None:
+            raise LookupError(f"no payment {payment_id}")
+        return PaymentRow.from_row(row)
+
+    def recent(self, limit: int = 20, *, tool: str | None = None) -> list[PaymentRow]:
+        query = "SELECT * FROM payments"
+        params: list[Any] = []
+        if tool is not None:
+            query += " WHERE tool = ?"
+            params.append(tool)
+        query += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        with self._lock:
+            return [PaymentRow.from_row(row) for row in self._db.execute(query, params)]
+
+    def unresolved(self) -> list[PaymentRow]:
+        """Rows whose outcome is not final: reserved, signed or unknown."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM payments WHERE status IN ('reserved', 'signed', 'unknown') ORDER BY id"
+            ).fetchall()
+        return [PaymentRow.from_row(row) for row in rows]
+
+    def report(self) -> list[dict[str, Any]]:
+        """Totals per UTC day and tool, counted statuses only."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT day, tool, COUNT(*) AS calls, SUM(amount) AS amount, "
+                "SUM(status = 'settled') AS settled, "
+                "SUM(status IN ('reserved', 'signed', 'unknown')) AS pending "
+                f"FROM payments WHERE status IN {_COUNTED} GROUP BY day, tool ORDER BY day DESC, tool"
+            ).fetchall()
+        return [dict(row) for row in rows]

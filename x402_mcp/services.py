@@ -1,0 +1,78 @@
+"""What every tool call shares: settings, one HTTP client, the ledger, the chain reader, the payer."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+
+from x402_mcp.catalog import ToolSpec
+from x402_mcp.config import Settings, check_url
+from x402_mcp.payments.chain import ChainReader
+from x402_mcp.payments.errors import PaymentRefused
+from x402_mcp.payments.keys import KeySourceError, resolve_private_key
+from x402_mcp.payments.ledger import Ledger
+from x402_mcp.payments.payer import Limit, Payer
+from x402_mcp.payments.policy import allowed_pay_to
+from x402_mcp.payments.reconcile import Reconciler
+from x402_mcp.payments.signer import Wallet
+
+log = logging.getLogger(__name__)
+
+NO_WALLET = (
+    "no wallet is configured, so nothing was paid: set X402_PRIVATE_KEY (or X402_KEY_FILE, or "
+    "X402_KEYSTORE with X402_KEYSTORE_PASSWORD) in the MCP server's env or a .env file, for a wallet "
+    "holding USDC on {network}. `x402-image-mcp wallet new` makes one."
+)
+
+
+def load_wallet(settings: Settings) -> Wallet | None:
+    """The wallet from whichever key source is configured; `KeySourceError` if it is unusable."""
+    key = resolve_private_key(
+        private_key=settings.private_key.get_secret_value() if settings.private_key else None,
+        key_file=settings.key_file,
+        keystore=settings.keystore,
+        keystore_password=settings.keystore_password.get_secret_value()
+        if settings.keystore_password
+        else None,
+    )
+    return Wallet(key) if key is not None else None
+
+
+class Services:
+    def __init__(self, settings: Settings, http: httpx.AsyncClient, ledger: Ledger | None = None) -> None:
+        self.settings = settings
+        self.http = http
+        self.ledger = ledger if ledger is not None else Ledger(settings.resolved_ledger_path)
+        self.chain = ChainReader(settings.resolved_rpc_url, settings.chain.chain_id)
+        self.reconciler = Reconciler(self.ledger, self.chain)
+        self._wallet: Wallet | None = None
+        self.payer = Payer(http, self.wallet, settings.chain, self.ledger, settings.policy)
+
+    def wallet(self) -> Wallet:
+        """The paying wallet, loaded on first use (a keystore takes a second to decrypt)."""
+        if self._wallet is None:
+            try:
+                wallet = load_wallet(self.settings)
+            except KeySourceError as exc:
+                raise PaymentRefused(f"nothing was paid: {exc}") from None
+            if wallet is None:
+                raise PaymentRefused(NO_WALLET.format(network=self.settings.network))
+            self._wallet = wallet
+        return self._wallet
+
+    def endpoint_url(self, spec: ToolSpec) -> str:
+        """base URL + path, or the tool's X402_PATH_* override (a path, or a whole URL)."""
+        override = self.settings.tool_variable(spec.path_variable)
+        if override and override.startswith(("http://", "https://")):
+            return check_url(override, spec.path_variable)
+        return f"{self.settings.base_url}/{(override or spec.path).lstrip('/')}"
+
+    def ceiling(self, spec: ToolSpec) -> Limit:
+        return Limit(spec.price_ceiling_atomic, f"the {spec.name} price ceiling")
+
+    def allowed_pay_to(self, spec: ToolSpec) -> frozenset[str] | None:
+        return allowed_pay_to(self.settings.policy, self.settings.pinned_pay_to(spec.name))
+
+    def close(self) -> None:
+        self.ledger.close()
