@@ -86,6 +86,11 @@ def server_env(sandbox: RunningSandbox, key: str | None, **extra: str) -> dict[s
 SERVER_COMMAND = [sys.executable, "-m", "x402_mcp"]
 
 
+def text_of(result: Any) -> str:
+    """The text blocks of a tool result (a paid result leads with its preview image)."""
+    return "\n".join(block.text for block in result.content if block.type == "text")
+
+
 def png_bytes(width: int, height: int, *, color: tuple[int, int, int] = (40, 90, 160)) -> bytes:
     from PIL import Image
 

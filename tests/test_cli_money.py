@@ -39,12 +39,13 @@ def plain_env(**extra: str) -> dict[str, str]:
 def test_quote_prices_a_call_without_paying(sandbox: RunningSandbox, key: str) -> None:
     result = run(
         "quote",
-        "image_inpaint",
-        json.dumps({"image": "http://a/b.png", "mask": "http://a/m.png", "prompt": "x"}),
+        "image_edit",
+        # An edit passes a URL through unread, so this address is never contacted.
+        json.dumps({"image": "http://127.0.0.1:9/b.png", "prompt": "x"}),
         env=server_env(sandbox, key),
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"image_inpaint: 0.02 USDC on base to {sandbox.config.pay_to}"
+    assert result.stdout.strip() == f"image_edit: 0.02 USDC on base to {sandbox.config.pay_to}"
     as_json = json.loads(
         run("quote", "image_generate", '{"prompt": "a cat"}', "--json", env=server_env(sandbox, key)).stdout
     )
@@ -80,9 +81,7 @@ def test_wallet_new_writes_a_private_keystore_that_the_server_can_use(tmp_path: 
     shown = run("wallet", "address", env={**env, "X402_KEYSTORE": str(keystore)})
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.strip() == address
-    wrong = run(
-        "wallet", "address", env={**env, "X402_KEYSTORE": str(keystore), "X402_KEYSTORE_PASSWORD": "nope"}
-    )
+    wrong = run("wallet", "address", env={**env, "X402_KEYSTORE": str(keystore), "X402_KEYSTORE_PASSWORD": "nope"})
     assert wrong.returncode == 1 and "does not decrypt" in wrong.stderr
 
 
@@ -95,9 +94,7 @@ def test_wallet_address_never_prints_the_key(key: str, payer: str) -> None:
 
 
 @pytest.mark.parametrize("protocol", [2], indirect=True)
-async def test_ledger_list_report_and_balance_after_paying(
-    sandbox: RunningSandbox, key: str, payer: str
-) -> None:
+async def test_ledger_list_report_and_balance_after_paying(sandbox: RunningSandbox, key: str, payer: str) -> None:
     server = build_server(settings_for(sandbox, key, rpc_url=f"{sandbox.base_url}/rpc"))
     async with Client(server) as client:
         for prompt in ("one", "two"):

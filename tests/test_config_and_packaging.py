@@ -32,9 +32,7 @@ def test_defaults_and_both_base_url_forms() -> None:
 
 
 def test_env_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    Path(".env").write_text(
-        "X402_MAX_PER_CALL=0.03\nX402_PATH_IMAGE_EDIT=/v2/edit\nX402_NETWORK=base-sepolia\n"
-    )
+    Path(".env").write_text("X402_MAX_PER_CALL=0.03\nX402_PATH_IMAGE_EDIT=/v2/edit\nX402_NETWORK=base-sepolia\n")
     monkeypatch.setenv("X402_NETWORK", "eip155:8453")  # the environment wins over .env
     monkeypatch.setenv("X402_PATH_IMAGE_GENERATE", "https://images.example/gen")
     settings = load_settings()

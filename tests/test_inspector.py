@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, SERVER_COMMAND, server_env
+from tests.test_tools import FREE_TOOLS, PAID_TOOLS
 from tests.test_transports import TOKEN, http_server
 from x402_mcp.sandbox import RunningSandbox
 
@@ -51,14 +52,7 @@ def test_inspector_lists_the_tools_with_portable_schemas(sandbox: RunningSandbox
         *env_flags(server_env(sandbox, key)), "--method", "tools/list", "--strict", target=SERVER_COMMAND
     )
     names = {tool["name"] for tool in listed["result"]["tools"]}
-    assert names == {
-        "image_generate",
-        "image_edit",
-        "image_inpaint",
-        "wallet_status",
-        "payment_history",
-        "quote",
-    }
+    assert names == PAID_TOOLS | FREE_TOOLS
 
 
 def test_inspector_pays_the_sandbox_over_stdio(sandbox: RunningSandbox, key: str, payer: str) -> None:

@@ -146,9 +146,7 @@ def test_key_file_owner_read_only_is_accepted(tmp_path: Path, key: str) -> None:
 
 
 @posix_only
-def test_key_file_mode_is_not_checked_on_windows(
-    tmp_path: Path, key: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_key_file_mode_is_not_checked_on_windows(tmp_path: Path, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(keys, "_on_windows", lambda: True)
     assert resolve(key_file=write_key_file(tmp_path / "key.hex", key, 0o644)) == key
 
@@ -227,9 +225,7 @@ def test_bad_key_file_content_is_refused_without_quoting_it(tmp_path: Path, key:
         ("X402_PRIVATE_KEY", "X402_KEY_FILE", "X402_KEYSTORE"),
     ],
 )
-def test_more_than_one_source_is_refused_naming_them(
-    tmp_path: Path, key: str, names: tuple[str, ...]
-) -> None:
+def test_more_than_one_source_is_refused_naming_them(tmp_path: Path, key: str, names: tuple[str, ...]) -> None:
     values: dict[str, dict[str, Any]] = {
         "X402_PRIVATE_KEY": {"private_key": key},
         "X402_KEY_FILE": {"key_file": tmp_path / "key.hex"},
@@ -247,9 +243,7 @@ def test_more_than_one_source_is_refused_naming_them(
 
 
 def test_keystore_password_without_keystore_is_refused(key: str) -> None:
-    with pytest.raises(
-        KeySourceError, match="X402_KEYSTORE_PASSWORD is set but X402_KEYSTORE is not"
-    ) as info:
+    with pytest.raises(KeySourceError, match="X402_KEYSTORE_PASSWORD is set but X402_KEYSTORE is not") as info:
         resolve(keystore_password=PASSWORD)
     assert PASSWORD not in str(info.value)
     with pytest.raises(KeySourceError, match="X402_KEYSTORE_PASSWORD"):

@@ -74,9 +74,7 @@ def v2_requirement(**changes: Any) -> dict[str, Any]:
     return entry
 
 
-def choose(
-    challenge: protocol.Challenge, network: str = "base", cap: int = 100_000
-) -> protocol.ChosenPayment:
+def choose(challenge: protocol.Challenge, network: str = "base", cap: int = 100_000) -> protocol.ChosenPayment:
     return protocol.choose_requirement(challenge, network=NETWORKS[network], max_amount=cap)  # type: ignore[index]
 
 
@@ -146,9 +144,7 @@ def test_lowercase_and_unpadded_v2_header_is_read() -> None:
         ({"PAYMENT-REQUIRED": base64.b64encode(b'{"x402Version": 1}').decode()}, b"{}", "expected 2"),
     ],
 )
-def test_unreadable_challenges_raise_challenge_error(
-    headers: dict[str, str], body: bytes, fragment: str
-) -> None:
+def test_unreadable_challenges_raise_challenge_error(headers: dict[str, str], body: bytes, fragment: str) -> None:
     with pytest.raises(ChallengeError, match=fragment):
         protocol.parse_challenge(headers, body)
 
@@ -254,9 +250,7 @@ def test_payment_header_verifies_with_the_official_sdk(version: int, network: st
         )
     chosen = choose(challenge, network=network)
     wallet = Wallet(new_private_key())
-    auth = protocol.build_authorization(
-        chosen, payer=wallet.address, now=int(time.time()), nonce=b"\x07" * 32
-    )
+    auth = protocol.build_authorization(chosen, payer=wallet.address, now=int(time.time()), nonce=b"\x07" * 32)
     name, value = protocol.encode_payment(
         challenge, chosen, auth, wallet.sign_typed_data(protocol.typed_data(chosen, auth))
     )

@@ -213,12 +213,8 @@ def test_challenge_override_and_raw_challenge() -> None:
 # --- paying -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("protocol", "network"), [(1, "base"), (1, "base-sepolia"), (2, "base"), (2, "base-sepolia")]
-)
-def test_official_payment_settles_and_replay_is_refused(
-    account: LocalAccount, protocol: int, network: str
-) -> None:
+@pytest.mark.parametrize(("protocol", "network"), [(1, "base"), (1, "base-sepolia"), (2, "base"), (2, "base-sepolia")])
+def test_official_payment_settles_and_replay_is_refused(account: LocalAccount, protocol: int, network: str) -> None:
     config = SandboxConfig(protocol=protocol, network=network)  # type: ignore[arg-type]
     with running_sandbox(config) as sb:
         url = f"{sb.base_url}/image-generate"
@@ -277,9 +273,7 @@ def test_concurrent_replays_settle_once(account: LocalAccount, sandbox: RunningS
     assert len(sandbox.state.settlements) == 1
 
 
-def _first_payment(
-    account: LocalAccount, sb: RunningSandbox, route: str = "image-generate"
-) -> dict[str, str]:
+def _first_payment(account: LocalAccount, sb: RunningSandbox, route: str = "image-generate") -> dict[str, str]:
     with _http() as http:
         return official_payment(account, http.post(f"{sb.base_url}/{route}", json={}))
 
@@ -306,9 +300,7 @@ def test_wrong_amount_is_refused(account: LocalAccount, protocol: int) -> None:
 
 
 @pytest.mark.parametrize("protocol", [1, 2])
-def test_overpayment_is_refused_too(
-    account: LocalAccount, refusing: dict[int, RunningSandbox], protocol: int
-) -> None:
+def test_overpayment_is_refused_too(account: LocalAccount, refusing: dict[int, RunningSandbox], protocol: int) -> None:
     sb = refusing[protocol]
     name, payload = decode_header(_first_payment(account, sb))
     resign(account, payload, value="10001")
@@ -378,9 +370,7 @@ def test_tampered_signature_is_refused(
     _refused(sb, encode_header(name, payload), "invalid_signature", account)
 
 
-def test_signature_by_someone_else_is_refused(
-    account: LocalAccount, refusing: dict[int, RunningSandbox]
-) -> None:
+def test_signature_by_someone_else_is_refused(account: LocalAccount, refusing: dict[int, RunningSandbox]) -> None:
     name, payload = decode_header(_first_payment(account, refusing[1]))
     victim: LocalAccount = Account.create()
     payload["payload"]["authorization"]["from"] = victim.address  # signed by `account`, claims victim
@@ -392,9 +382,7 @@ def test_insufficient_balance_is_refused(account: LocalAccount, protocol: int) -
     config = SandboxConfig(protocol=protocol, balances={account.address: 9_999})  # type: ignore[arg-type]
     with running_sandbox(config) as sb:
         with _http() as http:
-            resp = http.post(
-                f"{sb.base_url}/image-generate", json=GEN_BODY, headers=_first_payment(account, sb)
-            )
+            resp = http.post(f"{sb.base_url}/image-generate", json=GEN_BODY, headers=_first_payment(account, sb))
         assert resp.status_code == 402
         error = parse_challenge(resp).error
         assert error is not None and error.startswith("insufficient_funds")
@@ -426,17 +414,13 @@ def test_malformed_payment_headers_are_refused(
     assert sb.state.payment_headers_seen == seen + 1
 
 
-def test_v2_accepted_must_be_an_offered_requirement(
-    account: LocalAccount, refusing: dict[int, RunningSandbox]
-) -> None:
+def test_v2_accepted_must_be_an_offered_requirement(account: LocalAccount, refusing: dict[int, RunningSandbox]) -> None:
     name, payload = decode_header(_first_payment(account, refusing[2]))
     payload["accepted"]["maxTimeoutSeconds"] = 3600
     _refused(refusing[2], encode_header(name, payload), "accepted_mismatch", account)
 
 
-def test_v1_payment_for_another_route_is_refused(
-    account: LocalAccount, refusing: dict[int, RunningSandbox]
-) -> None:
+def test_v1_payment_for_another_route_is_refused(account: LocalAccount, refusing: dict[int, RunningSandbox]) -> None:
     # Signed for image-generate ($0.01) but presented to image-edit ($0.02): the exact price differs.
     sb = refusing[1]
     headers = _first_payment(account, sb, "image-generate")
@@ -505,9 +489,7 @@ def test_input_error_consumes_nothing(account: LocalAccount, sandbox: RunningSan
 # --- rendering ----------------------------------------------------------------------------------
 
 
-def _inpaint(
-    account: LocalAccount, sb: RunningSandbox, source: Image.Image, mask: Image.Image
-) -> Image.Image:
+def _inpaint(account: LocalAccount, sb: RunningSandbox, source: Image.Image, mask: Image.Image) -> Image.Image:
     body = {"image_url": data_uri(source), "mask_url": data_uri(mask), "prompt": "a red balloon"}
     _, resp = pay(account, f"{sb.base_url}/image-inpaint", body)
     assert resp.status_code == 200, resp.text
@@ -518,9 +500,7 @@ def _inpaint(
 
 
 @pytest.mark.parametrize("mask_size", [256, 128])
-def test_inpaint_replaces_only_the_mask(
-    account: LocalAccount, sandbox: RunningSandbox, mask_size: int
-) -> None:
+def test_inpaint_replaces_only_the_mask(account: LocalAccount, sandbox: RunningSandbox, mask_size: int) -> None:
     source = gradient_image(256)
     mask = Image.new("L", (mask_size, mask_size), 0)
     q = mask_size // 4
@@ -533,9 +513,7 @@ def test_inpaint_replaces_only_the_mask(
     diff = ImageChops.difference(result.convert("RGB"), source)
     outside = ImageChops.multiply(diff.convert("L"), ImageChops.invert(region))
     assert outside.getbbox() is None, "a pixel outside the mask changed"
-    inside_changed = sum(
-        1 for x in range(64, 192) for y in range(64, 192) if diff.getpixel((x, y)) != (0, 0, 0)
-    )
+    inside_changed = sum(1 for x in range(64, 192) for y in range(64, 192) if diff.getpixel((x, y)) != (0, 0, 0))
     assert inside_changed > 0.95 * 128 * 128
 
 
@@ -552,9 +530,7 @@ def test_inpaint_mask_threshold(account: LocalAccount, sandbox: RunningSandbox) 
 def test_edit_fetches_a_loopback_url_and_transforms(account: LocalAccount, sandbox: RunningSandbox) -> None:
     _, gen = pay(account, f"{sandbox.base_url}/image-generate", GEN_BODY)
     source_url = gen.json()["image_url"]
-    _, resp = pay(
-        account, f"{sandbox.base_url}/v1/image-edit", {"image_url": source_url, "prompt": "make it snow"}
-    )
+    _, resp = pay(account, f"{sandbox.base_url}/v1/image-edit", {"image_url": source_url, "prompt": "make it snow"})
     assert resp.status_code == 200, resp.text
     out = resp.json()
     assert out["model"] == "nano-banana-pro" and out["prompt"] == "make it snow"

@@ -153,9 +153,7 @@ def test_chain_id_and_usdc_metadata_match_the_configured_network(network: str) -
         assert w3.eth.call({"to": other, "data": "0x313ce567"}) == b""
 
 
-async def test_a_fresh_wallet_shows_the_default_test_balance(
-    sandbox: RunningSandbox, aw3: AsyncWeb3[Any]
-) -> None:
+async def test_a_fresh_wallet_shows_the_default_test_balance(sandbox: RunningSandbox, aw3: AsyncWeb3[Any]) -> None:
     token = aw3.eth.contract(address=CHAINS["base"][1], abi=USDC_ABI)
     assert await token.functions.balanceOf(random_address()).call() == sandbox.config.default_balance
     assert await token.functions.balanceOf(sandbox.config.pay_to).call() == 0

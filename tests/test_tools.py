@@ -12,11 +12,13 @@ import httpx
 import pytest
 from mcp import Client
 
-from tests.conftest import mask_bytes, png_bytes, settings_for
+from tests.conftest import mask_bytes, png_bytes, settings_for, text_of
 from x402_mcp.sandbox import RunningSandbox
 from x402_mcp.server import build_server
 
 PRICES = {"image_generate": 10_000, "image_edit": 20_000, "image_inpaint": 20_000}
+PAID_TOOLS = {"image_generate", "image_generate_pro", "image_edit", "image_inpaint", "remove_bg"}
+FREE_TOOLS = {"wallet_status", "payment_history", "quote", "image_mask", "image_job_status", "image_history"}
 
 
 def fetch_png(url: str) -> Any:
@@ -28,16 +30,14 @@ def fetch_png(url: str) -> Any:
     return Image.open(io.BytesIO(response.content))
 
 
-async def call(
-    sandbox: RunningSandbox, key: str | None, tool: str, args: dict[str, Any], **settings: Any
-) -> Any:
+async def call(sandbox: RunningSandbox, key: str | None, tool: str, args: dict[str, Any], **settings: Any) -> Any:
     server = build_server(settings_for(sandbox, key, **settings))
     async with Client(server) as client:
         return await client.call_tool(tool, args)
 
 
 def assert_paid_once(sandbox: RunningSandbox, payer: str, price: int, result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content[0].text
+    assert not result.is_error, text_of(result)
     data: dict[str, Any] = result.structured_content
     (settlement,) = sandbox.state.settlements
     assert settlement.amount == price
@@ -52,7 +52,7 @@ def assert_paid_once(sandbox: RunningSandbox, payer: str, price: int, result: An
     assert payment["settled"] is True
     assert payment["x402_version"] == sandbox.config.protocol
     assert payment["network"] == "base"  # our name for the chain, whichever spelling the server used
-    assert settlement.transaction in result.content[0].text
+    assert settlement.transaction in text_of(result)
     return data
 
 
@@ -77,11 +77,15 @@ async def test_generate_pays_once_and_returns_image_metadata_and_receipt(
     assert data["seed"] == 7
     assert (str(data["width"]), str(data["height"])) == ("256", "320")
     assert fetch_png(data["image_url"]).size == (256, 320)
-    assert [message for _, _, message in progress][:3] == [
+    assert [message for _, _, message in progress] == [
+        "checking input",
         "asking the upstream for its price",
         "paying 0.01 USDC",
         "waiting for the upstream",
+        "downloading the image",
+        "saving the image",
     ]
+    assert [value for value, _, _ in progress] == [1, 2, 3, 4, 5, 6]
 
 
 async def test_edit_and_inpaint_pay_their_own_price(
@@ -91,9 +95,7 @@ async def test_edit_and_inpaint_pay_their_own_price(
     (root / "photo.png").write_bytes(png_bytes(256, 256))
     (root / "mask.png").write_bytes(mask_bytes(256, 256, (64, 64, 127, 127)))
 
-    edited = await call(
-        sandbox, key, "image_edit", {"image": f"{base}/photo.png", "prompt": "make it warmer"}
-    )
+    edited = await call(sandbox, key, "image_edit", {"image": f"{base}/photo.png", "prompt": "make it warmer"})
     data = assert_paid_once(sandbox, payer, PRICES["image_edit"], edited)
     assert data["prompt"] == "make it warmer"
     assert fetch_png(data["image_url"]).size == (256, 256)
@@ -105,7 +107,7 @@ async def test_edit_and_inpaint_pay_their_own_price(
         "image_inpaint",
         {"image": f"{base}/photo.png", "mask": f"{base}/mask.png", "prompt": "a yellow square"},
     )
-    assert not inpainted.is_error, inpainted.content[0].text
+    assert not inpainted.is_error, text_of(inpainted)
     (settlement,) = sandbox.state.settlements
     assert settlement.amount == PRICES["image_inpaint"]
     image = fetch_png(inpainted.structured_content["image_url"]).convert("RGB")
@@ -113,25 +115,26 @@ async def test_edit_and_inpaint_pay_their_own_price(
     assert image.getpixel((100, 100)) != (40, 90, 160)  # inside: repainted
 
 
-async def test_only_upstream_fields_are_sent(
-    sandbox: RunningSandbox, key: str, static_files: tuple[Path, str]
-) -> None:
+async def test_only_upstream_fields_are_sent(sandbox: RunningSandbox, key: str, static_files: tuple[Path, str]) -> None:
     root, base = static_files
     (root / "a.png").write_bytes(png_bytes(256, 256))
+    (root / "m.png").write_bytes(mask_bytes(256, 256, (0, 0, 99, 99)))
     seen: list[dict[str, Any]] = []
 
     async def record(request: httpx.Request) -> None:
-        seen.append(json.loads(request.content))
+        if request.method == "POST":
+            seen.append(json.loads(request.content))
 
     async with httpx.AsyncClient(event_hooks={"request": [record]}) as http:
         server = build_server(settings_for(sandbox, key), http=http)
         async with Client(server) as client:
             result = await client.call_tool(
-                "image_inpaint", {"image": f"{base}/a.png", "mask": f"{base}/a.png", "prompt": "p"}
+                "image_inpaint", {"image": f"{base}/a.png", "mask": f"{base}/m.png", "prompt": "p"}
             )
     assert not result.is_error
+    # Local fields (save, mask_convention, allow_full_mask) never leave; a fine mask URL passes as it is.
     assert seen and all(
-        body == {"image_url": f"{base}/a.png", "mask_url": f"{base}/a.png", "prompt": "p"} for body in seen
+        body == {"image_url": f"{base}/a.png", "mask_url": f"{base}/m.png", "prompt": "p"} for body in seen
     )
 
 
@@ -150,13 +153,13 @@ async def test_invalid_input_names_the_field_and_reaches_no_one(
 ) -> None:
     result = await call(sandbox, key, "image_generate", args)
     assert result.is_error
-    assert field in result.content[0].text
+    assert field in text_of(result)
     assert sandbox.state.requests_seen == 0
 
 
 async def test_a_non_http_image_is_refused_before_any_request(sandbox: RunningSandbox, key: str) -> None:
     result = await call(sandbox, key, "image_edit", {"image": "ftp://example.test/a.png", "prompt": "x"})
-    assert result.is_error and "image" in result.content[0].text
+    assert result.is_error and "image" in text_of(result)
     assert sandbox.state.requests_seen == 0
 
 
@@ -179,7 +182,7 @@ async def test_refused_challenges_never_sign(
     sandbox.state.config.challenge_override = override
     result = await call(sandbox, key, "image_generate", {"prompt": "a cat", "width": 256, "height": 256})
     assert result.is_error
-    text = result.content[0].text
+    text = text_of(result)
     assert fragment in text and "No money was spent." in text
     assert result.structured_content["money_spent"] is False
     assert sandbox.state.payment_headers_seen == 0
@@ -200,29 +203,27 @@ async def test_unparseable_challenges_never_sign(
 ) -> None:
     sandbox.state.config.raw_challenge = (headers, body)
     result = await call(sandbox, key, "image_generate", {"prompt": "a cat"})
-    assert result.is_error and "No money was spent." in result.content[0].text
+    assert result.is_error and "No money was spent." in text_of(result)
     assert sandbox.state.payment_headers_seen == 0
 
 
 async def test_a_lower_cap_in_configuration_refuses_the_price(sandbox: RunningSandbox, key: str) -> None:
     result = await call(sandbox, key, "image_generate", {"prompt": "a cat"}, max_per_call="0.005")
-    assert result.is_error and "above X402_MAX_PER_CALL of 0.005 USDC" in result.content[0].text
+    assert result.is_error and "above X402_MAX_PER_CALL of 0.005 USDC" in text_of(result)
     assert sandbox.state.payment_headers_seen == 0
 
 
 async def test_no_wallet_means_no_payment_and_says_how_to_fix_it(sandbox: RunningSandbox) -> None:
     result = await call(sandbox, None, "image_generate", {"prompt": "a cat"})
-    assert result.is_error and "X402_PRIVATE_KEY" in result.content[0].text
+    assert result.is_error and "X402_PRIVATE_KEY" in text_of(result)
     assert sandbox.state.payment_headers_seen == 0
 
 
-async def test_upstream_refusal_of_the_payment_is_reported_as_unpaid(
-    sandbox: RunningSandbox, key: str
-) -> None:
+async def test_upstream_refusal_of_the_payment_is_reported_as_unpaid(sandbox: RunningSandbox, key: str) -> None:
     sandbox.state.config.faults = {"failure_receipt"}
     result = await call(sandbox, key, "image_generate", {"prompt": "a cat"})
     assert result.is_error
-    assert "refused the payment" in result.content[0].text and "No money was spent." in result.content[0].text
+    assert "refused the payment" in text_of(result) and "No money was spent." in text_of(result)
     assert sandbox.state.settlements == []
 
 
@@ -242,17 +243,10 @@ async def test_tools_are_listed_with_costs_and_annotations(sandbox: RunningSandb
     server = build_server(settings_for(sandbox, key))
     async with Client(server) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert set(tools) == {
-        "image_generate",
-        "image_edit",
-        "image_inpaint",
-        "wallet_status",
-        "payment_history",
-        "quote",
-    }
-    for name in ("wallet_status", "payment_history", "quote"):
+    assert set(tools) == PAID_TOOLS | FREE_TOOLS
+    for name in FREE_TOOLS:
         annotations = tools.pop(name).annotations
-        assert annotations is not None and annotations.read_only_hint is True
+        assert annotations is not None and annotations.read_only_hint is (name != "image_mask")
     for tool in tools.values():
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is False

@@ -17,7 +17,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import SERVER_COMMAND, server_env
+from tests.conftest import SERVER_COMMAND, server_env, text_of
 from x402_mcp.sandbox import RunningSandbox
 
 TOKEN = "test-token-6b1f0c"
@@ -65,15 +65,13 @@ async def generate_through(client: Client) -> Any:
 
 
 def assert_one_settlement(sandbox: RunningSandbox, result: Any) -> None:
-    assert not result.is_error, result.content[0].text
+    assert not result.is_error, text_of(result)
     assert len(sandbox.state.settlements) == 1
     assert result.structured_content["payment"]["transaction"] == sandbox.state.settlements[0].transaction
 
 
 async def test_stdio_client_pays_the_sandbox(sandbox: RunningSandbox, key: str) -> None:
-    params = StdioServerParameters(
-        command=SERVER_COMMAND[0], args=SERVER_COMMAND[1:], env=server_env(sandbox, key)
-    )
+    params = StdioServerParameters(command=SERVER_COMMAND[0], args=SERVER_COMMAND[1:], env=server_env(sandbox, key))
     async with Client(params) as client:
         result = await generate_through(client)
     assert_one_settlement(sandbox, result)

@@ -35,9 +35,7 @@ class WalletStatus(BaseModel):
     total_budget_usdc: str | None
     max_per_call_usdc: str
     confirm_above_usdc: str
-    unresolved_payments: int = Field(
-        description="Payments whose outcome is unknown; they count until resolved."
-    )
+    unresolved_payments: int = Field(description="Payments whose outcome is unknown; they count until resolved.")
     unresolved_usdc: str
     reconciliation: str
     ledger: str
@@ -94,9 +92,7 @@ async def wallet_status(services: Services) -> WalletStatus:
                 atomic = await services.chain.balance(USDC[settings.chain.chain_id].address, address)
             balance = format_usdc(atomic)
         except (ChainUnavailable, TimeoutError) as exc:
-            balance_error = (
-                f"{exc or 'timed out'}; set X402_RPC_URL to a reachable RPC for {settings.network}"
-            )
+            balance_error = f"{exc or 'timed out'}; set X402_RPC_URL to a reachable RPC for {settings.network}"
     spending = services.ledger.spending()
     unresolved = services.ledger.unresolved()
     return WalletStatus(
@@ -121,11 +117,8 @@ async def wallet_status(services: Services) -> WalletStatus:
 def wallet_status_text(status: WalletStatus) -> str:
     lines = [
         f"Wallet {status.address or 'not configured'} on {status.network}",
-        f"Balance: {status.balance_usdc} USDC"
-        if status.balance_usdc
-        else f"Balance: unknown ({status.balance_error})",
-        f"Spent today: {status.spent_today_usdc} of {status.daily_budget_usdc} USDC "
-        f"({status.left_today_usdc} left)",
+        f"Balance: {status.balance_usdc} USDC" if status.balance_usdc else f"Balance: unknown ({status.balance_error})",
+        f"Spent today: {status.spent_today_usdc} of {status.daily_budget_usdc} USDC ({status.left_today_usdc} left)",
         f"Per call: at most {status.max_per_call_usdc} USDC; asks you above {status.confirm_above_usdc}",
     ]
     if status.unresolved_payments:

@@ -37,14 +37,12 @@ def _print_json(value: Any) -> None:
 
 async def _with_services(settings: Settings, action: Any) -> Any:
     timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
-    async with httpx.AsyncClient(
-        timeout=timeout, headers={"User-Agent": f"x402-image-mcp/{__version__}"}
-    ) as http:
+    async with httpx.AsyncClient(timeout=timeout, headers={"User-Agent": f"x402-image-mcp/{__version__}"}) as http:
         services = Services(settings, http)
         try:
             return await action(services)
         finally:
-            services.close()
+            await services.aclose()
 
 
 def quote_command(settings: Settings, tool: str, arguments_json: str, as_json: bool) -> None:
@@ -53,9 +51,7 @@ def quote_command(settings: Settings, tool: str, arguments_json: str, as_json: b
     try:
         arguments = json.loads(arguments_json)
     except ValueError as exc:
-        raise CommandError(
-            f'ARGUMENTS must be a JSON object, e.g. \'{{"prompt": "a cat"}}\': {exc}'
-        ) from None
+        raise CommandError(f'ARGUMENTS must be a JSON object, e.g. \'{{"prompt": "a cat"}}\': {exc}') from None
     if not isinstance(arguments, dict):
         raise CommandError("ARGUMENTS must be a JSON object")
 
@@ -118,9 +114,7 @@ def wallet_new(settings: Settings, keystore: Path | None) -> None:
     except (KeySourceError, FileExistsError) as exc:
         raise CommandError(str(exc)) from None
     _out(f"New wallet {address}")
-    _out(
-        f"Encrypted keystore written to {path} (mode 600). Fund it with USDC on {settings.network}, then use:"
-    )
+    _out(f"Encrypted keystore written to {path} (mode 600). Fund it with USDC on {settings.network}, then use:")
     _out(f"  X402_KEYSTORE={path}")
     _out("  X402_KEYSTORE_PASSWORD=<the password>")
 

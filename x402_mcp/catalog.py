@@ -4,53 +4,61 @@ Each entry names the MCP tool, the upstream path it fronts, the input model that
 upstream schema (types, ranges, defaults, enums), the output model, and its prices. The listed
 price is what the provider documents; what a call really costs is what its 402 asks, which is
 never paid above the entry's ceiling nor above X402_MAX_PER_CALL.
+
+Image inputs are named `image` and `mask` and accept more than URLs (a local path, a file://
+URL, a data URI); they reach the upstream as its `image_url` / `mask_url`. Fields listed in a
+model's LOCAL_FIELDS steer this server (saving, mask handling) and are never sent upstream.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from x402_mcp.config import PATH_PREFIX
 from x402_mcp.payments.assets import usdc_to_atomic
 
-
-def _http_url(value: str) -> str:
-    value = value.strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http(s) URL of an image the upstream can fetch")
-    return value
+_IMAGE_FORMS = (
+    "an http(s) URL, a local file path (inside the working directory, X402_INPUT_ROOTS or the client's "
+    "roots), a file:// URL, or a data URI"
+)
 
 
-ImageRef = Annotated[str, Field(min_length=1, max_length=8192), AfterValidator(_http_url)]
+def _image_ref(what: str) -> Any:
+    return Field(min_length=1, max_length=40_000_000, description=f"{what}: {_IMAGE_FORMS}.")
+
+
+Prompt = Annotated[str, Field(min_length=1, max_length=2000)]
+Seed = Annotated[int | None, Field(ge=0, le=2**32 - 1, description="Random seed, for reproducible images.")]
+NegativePrompt = Annotated[str | None, Field(max_length=2000, description="What to keep out of the image.")]
+Save = Annotated[
+    bool,
+    Field(description="Download the result into X402_OUTPUT_DIR and return a preview (false: only the URL)."),
+]
 
 
 class ToolInput(BaseModel):
     """Base of every tool input: unknown fields are an error, never silently forwarded."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    #: Fields for this server only, never sent upstream.
+    LOCAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"save"})
+
+    save: Save = True
 
 
 class ImageGenerateInput(ToolInput):
-    prompt: Annotated[
-        str, Field(min_length=1, max_length=2000, description="What to draw. Up to 2000 characters.")
-    ]
+    prompt: Annotated[str, Field(min_length=1, max_length=2000, description="What to draw. Up to 2000 characters.")]
     width: Annotated[
         int,
-        Field(
-            ge=256, le=2048, description="Width in pixels, 256-2048 (snapped to a multiple of 16 upstream)."
-        ),
+        Field(ge=256, le=2048, description="Width in pixels, 256-2048 (snapped to a multiple of 16 upstream)."),
     ] = 1024
     height: Annotated[
         int,
-        Field(
-            ge=256, le=2048, description="Height in pixels, 256-2048 (snapped to a multiple of 16 upstream)."
-        ),
+        Field(ge=256, le=2048, description="Height in pixels, 256-2048 (snapped to a multiple of 16 upstream)."),
     ] = 1024
     tier: Annotated[
         Literal["fast", "creative", "anime", "sd35"],
@@ -60,43 +68,62 @@ class ImageGenerateInput(ToolInput):
         Literal["z-image-turbo", "chroma", "wai-Illustrious", "venice-sd35"] | None,
         Field(description="Override the tier's model."),
     ] = None
-    steps: Annotated[
-        int | None, Field(ge=1, le=150, description="Diffusion steps; depends on the model.")
-    ] = None
-    cfg_scale: Annotated[float | None, Field(ge=0, le=50, description="Classifier-free guidance scale.")] = (
-        None
-    )
-    seed: Annotated[
-        int | None, Field(ge=0, le=2**32 - 1, description="Random seed, for reproducible images.")
-    ] = None
-    negative_prompt: Annotated[
-        str | None, Field(max_length=2000, description="What to keep out of the image.")
-    ] = None
+    steps: Annotated[int | None, Field(ge=1, le=150, description="Diffusion steps; depends on the model.")] = None
+    cfg_scale: Annotated[float | None, Field(ge=0, le=50, description="Classifier-free guidance scale.")] = None
+    seed: Seed = None
+    negative_prompt: NegativePrompt = None
+
+
+class ImageGenerateProInput(ToolInput):
+    prompt: Annotated[str, Field(min_length=1, max_length=3000, description="What to draw. Up to 3000 characters.")]
+    width: Annotated[int, Field(ge=256, le=2048, description="Width in pixels, 256-2048.")] = 1024
+    height: Annotated[int, Field(ge=256, le=2048, description="Height in pixels, 256-2048.")] = 1024
+    tier: Annotated[
+        Literal["balanced", "recraft", "seedream", "grok", "qwen"],
+        Field(description="balanced (flux-2-pro), recraft, seedream, grok (xAI Grok Imagine), qwen (Qwen Image 2)."),
+    ] = "balanced"
+    model: Annotated[str | None, Field(max_length=100, description="Override the tier's model.")] = None
+    steps: Annotated[int | None, Field(ge=1, le=150, description="Diffusion steps; depends on the model.")] = None
+    cfg_scale: Annotated[float | None, Field(ge=0, le=50, description="Classifier-free guidance scale.")] = None
+    seed: Seed = None
+    negative_prompt: NegativePrompt = None
 
 
 class ImageEditInput(ToolInput):
-    image: Annotated[ImageRef, Field(description="The image to edit: an http(s) URL.")]
-    prompt: Annotated[
-        str,
-        Field(min_length=1, max_length=2000, description="The edit instruction, e.g. 'make the sky stormy'."),
-    ]
-    model: Annotated[
-        str | None, Field(max_length=100, description="Edit model; default 'nano-banana-pro'.")
-    ] = None
+    image: Annotated[str, _image_ref("The image to edit")]
+    prompt: Annotated[Prompt, Field(description="The edit instruction, e.g. 'make the sky stormy'.")]
+    model: Annotated[str | None, Field(max_length=100, description="Edit model; default 'nano-banana-pro'.")] = None
+    negative_prompt: NegativePrompt = None
+    seed: Seed = None
 
 
 class ImageInpaintInput(ToolInput):
-    image: Annotated[ImageRef, Field(description="The source image: an http(s) URL.")]
+    LOCAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"save", "mask_convention", "allow_full_mask"})
+
+    image: Annotated[str, _image_ref("The source image")]
     mask: Annotated[
-        ImageRef, Field(description="The mask: an http(s) URL of an image, white = repaint, black = keep.")
-    ]
-    prompt: Annotated[
         str,
-        Field(min_length=1, max_length=2000, description="What to paint into the white region of the mask."),
+        _image_ref(
+            "The mask, white = repaint and black = keep (see mask_convention); resized to the image if needed. "
+            "Build one from rectangles, ellipses or polygons with the free image_mask tool. Give it as"
+        ),
     ]
-    model: Annotated[
-        str | None, Field(max_length=100, description="Inpaint model; default 'gpt-image-2'.")
-    ] = None
+    prompt: Annotated[Prompt, Field(description="What to paint into the masked region.")]
+    model: Annotated[str | None, Field(max_length=100, description="Inpaint model; default 'gpt-image-2'.")] = None
+    negative_prompt: NegativePrompt = None
+    seed: Seed = None
+    mask_convention: Annotated[
+        Literal["white", "black", "alpha"],
+        Field(description="Which mask pixels mean repaint: white (default), black, or alpha (transparent)."),
+    ] = "white"
+    allow_full_mask: Annotated[
+        bool,
+        Field(description="Allow a mask that repaints the whole image (otherwise refused as a likely mistake)."),
+    ] = False
+
+
+class RemoveBgInput(ToolInput):
+    image: Annotated[str, _image_ref("The image whose background to remove")]
 
 
 class PaymentInfo(BaseModel):
@@ -110,21 +137,42 @@ class PaymentInfo(BaseModel):
     payer: str = Field(description="Address of the paying wallet.")
     transaction: str | None = Field(description="Settlement transaction hash, when the receipt gives one.")
     x402_version: int = Field(description="x402 protocol version of the exchange.")
-    settled: bool | None = Field(
-        description="True if the receipt confirms settlement; None if none was sent."
-    )
+    settled: bool | None = Field(description="True if the receipt confirms settlement; None if none was sent.")
+    payment_id: int | None = Field(None, description="The payment's row in the local ledger.")
+
+
+class SavedFile(BaseModel):
+    path: str = Field(description="Where the result was saved.")
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    mime_type: str
+    preview_width: int
+    preview_height: int
+    preview_bytes: int
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    status: str
+    status_url: str | None = None
 
 
 class ImageResult(BaseModel):
-    """The upstream's answer (its fields pass through) plus the payment receipt."""
+    """The upstream's answer (its fields pass through) plus the saved file and the payment receipt."""
 
     model_config = ConfigDict(extra="allow")
 
-    image_url: str = Field(description="URL of the resulting PNG.")
+    image_url: str | None = Field(description="URL of the resulting image; null while a job is still running.")
     model: str | None = Field(None, description="Model that produced the image.")
     prompt: str | None = Field(None, description="Prompt the model received.")
     venice_request_id: str | None = Field(None, description="Upstream request id, for support.")
     source: str | None = Field(None, description="Upstream provider tag.")
+    saved: SavedFile | None = Field(None, description="The downloaded file; null with save=false or on failure.")
+    save_error: str | None = Field(None, description="Why the result could not be saved (the URL still works).")
+    job: JobStatus | None = Field(None, description="The upstream job, for asynchronous endpoints.")
+    parent_payment_id: int | None = Field(None, description="The payment that made the input image, if ours.")
     payment: PaymentInfo | None = Field(None, description="What this call paid; null if it was free.")
 
 
@@ -134,6 +182,18 @@ class ImageGenerateResult(ImageResult):
     tier: str | None = Field(None, description="Tier used.")
     seed: int | None = Field(None, description="Seed used; pass it again to reproduce the image.")
     elapsed_ms: float | None = Field(None, description="Upstream generation time in milliseconds.")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """How an asynchronous endpoint answers: a job id, and where to ask how the job is doing."""
+
+    id_field: str = "job_id"
+    status_url_field: str = "status_url"
+    #: Used when the answer has no status URL: a path under the base URL, with {job_id}.
+    status_path: str | None = None
+    done: frozenset[str] = frozenset({"succeeded", "success", "completed", "done"})
+    failed: frozenset[str] = frozenset({"failed", "error", "cancelled", "canceled"})
 
 
 @dataclass(frozen=True)
@@ -148,8 +208,12 @@ class ToolSpec:
     output_model: type[ImageResult]
     listed_price: Decimal
     price_ceiling: Decimal
-    #: MCP argument name -> upstream field name, where they differ.
-    wire_names: dict[str, str] = field(default_factory=dict)
+    #: MCP argument name -> upstream field name, for the image inputs.
+    image_fields: dict[str, str] = field(default_factory=dict)
+    #: The endpoint takes data URIs for images (else local inputs are uploaded).
+    data_uri_inputs: bool = False
+    #: Set when the endpoint answers with a job to poll; any answer shaped like one is polled anyway.
+    job: JobSpec | None = None
 
     @property
     def path_variable(self) -> str:
@@ -164,13 +228,20 @@ class ToolSpec:
         return (
             f"{self.summary} Costs about ${self.listed_price} USDC per call, paid automatically from the "
             f"configured wallet over x402 (never more than ${self.price_ceiling} for this tool, nor above "
-            "X402_MAX_PER_CALL). Returns the image URL, its metadata and the payment receipt."
+            "X402_MAX_PER_CALL). Returns the image URL, a preview, the saved file and the payment receipt."
         )
 
-    def upstream_body(self, arguments: ToolInput) -> dict[str, Any]:
-        """The JSON the upstream receives: only its own fields, unset optionals left out."""
-        data = arguments.model_dump(exclude_none=True)
-        return {self.wire_names.get(key, key): value for key, value in data.items()}
+    def upstream_body(self, arguments: ToolInput, images: dict[str, str]) -> dict[str, Any]:
+        """The JSON the upstream receives: its own fields, unset optionals left out.
+
+        `images` maps each image argument to what the endpoint receives for it (a URL or data URI).
+        """
+        skip = arguments.LOCAL_FIELDS | set(self.image_fields)
+        body = {key: value for key, value in arguments.model_dump(exclude_none=True).items() if key not in skip}
+        for argument, wire in self.image_fields.items():
+            if argument in images:
+                body[wire] = images[argument]
+        return body
 
 
 CATALOG: tuple[ToolSpec, ...] = (
@@ -179,13 +250,25 @@ CATALOG: tuple[ToolSpec, ...] = (
         title="Generate an image",
         path="image-generate",
         summary=(
-            "Generate an image from a text prompt (fast text-to-image; tiers fast, creative, anime, sd35; "
-            "256-2048 px)."
+            "Generate an image from a text prompt (fast text-to-image; tiers fast, creative, anime, sd35; 256-2048 px)."
         ),
         input_model=ImageGenerateInput,
         output_model=ImageGenerateResult,
         listed_price=Decimal("0.01"),
         price_ceiling=Decimal("0.05"),
+    ),
+    ToolSpec(
+        name="image_generate_pro",
+        title="Generate a premium image",
+        path="image-generate-pro",
+        summary=(
+            "Generate a high-quality image from a text prompt (premium models: Flux 2 Pro, Recraft, Seedream, "
+            "Grok Imagine, Qwen Image 2; up to 3000 characters)."
+        ),
+        input_model=ImageGenerateProInput,
+        output_model=ImageGenerateResult,
+        listed_price=Decimal("0.06"),
+        price_ceiling=Decimal("0.12"),
     ),
     ToolSpec(
         name="image_edit",
@@ -196,7 +279,7 @@ CATALOG: tuple[ToolSpec, ...] = (
         output_model=ImageResult,
         listed_price=Decimal("0.02"),
         price_ceiling=Decimal("0.10"),
-        wire_names={"image": "image_url"},
+        image_fields={"image": "image_url"},
     ),
     ToolSpec(
         name="image_inpaint",
@@ -210,7 +293,18 @@ CATALOG: tuple[ToolSpec, ...] = (
         output_model=ImageResult,
         listed_price=Decimal("0.02"),
         price_ceiling=Decimal("0.10"),
-        wire_names={"image": "image_url", "mask": "mask_url"},
+        image_fields={"image": "image_url", "mask": "mask_url"},
+    ),
+    ToolSpec(
+        name="remove_bg",
+        title="Remove an image's background",
+        path="remove-bg",
+        summary="Remove the background of an image, leaving the subject on transparency.",
+        input_model=RemoveBgInput,
+        output_model=ImageResult,
+        listed_price=Decimal("0.08"),
+        price_ceiling=Decimal("0.10"),
+        image_fields={"image": "image_url"},
     ),
 )
 

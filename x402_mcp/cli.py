@@ -40,35 +40,28 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the MCP server (the default command)")
     _serve_arguments(serve)
 
-    sandbox = commands.add_parser(
-        "sandbox", help="run the local x402 sandbox upstream (no money, no internet)"
-    )
+    sandbox = commands.add_parser("sandbox", help="run the local x402 sandbox upstream (no money, no internet)")
     sandbox.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)")
     sandbox.add_argument("--port", type=int, default=8402, help="port (default 8402)")
     sandbox.add_argument("--protocol", type=int, choices=(1, 2), default=1, help="x402 version of its 402s")
     sandbox.add_argument("--network", choices=("base", "base-sepolia"), default="base")
 
     demo = commands.add_parser("demo", help="run every tool against the sandbox through a real MCP client")
-    demo.add_argument(
-        "--protocol", type=int, choices=(1, 2), default=1, help="x402 version the sandbox speaks"
-    )
+    demo.add_argument("--protocol", type=int, choices=(1, 2), default=1, help="x402 version the sandbox speaks")
     demo.add_argument("--network", choices=("base", "base-sepolia"), default="base-sepolia")
+    demo.add_argument("--output-dir", type=Path, default=Path("x402-demo"), help="where the images go")
 
     quote = commands.add_parser("quote", help="what a tool call would cost, without paying")
     quote.add_argument("tool", choices=[entry.name for entry in CATALOG])
     quote.add_argument("arguments", nargs="?", default="{}", help="the tool's arguments as a JSON object")
     quote.add_argument("--json", action="store_true", help="print JSON")
 
-    wallet = commands.add_parser("wallet", help="the paying wallet").add_subparsers(
-        dest="action", required=True
-    )
+    wallet = commands.add_parser("wallet", help="the paying wallet").add_subparsers(dest="action", required=True)
     wallet.add_parser("address", help="print the wallet's address")
     balance = wallet.add_parser("balance", help="on-chain USDC balance, spending and budget left")
     balance.add_argument("--json", action="store_true", help="print JSON")
     new = wallet.add_parser("new", help="create a new encrypted keystore (mode 600)")
-    new.add_argument(
-        "--keystore", type=Path, help="where to write it (default: X402_KEYSTORE or the data dir)"
-    )
+    new.add_argument("--keystore", type=Path, help="where to write it (default: X402_KEYSTORE or the data dir)")
 
     ledger = commands.add_parser("ledger", help="the local payment ledger")
     actions = ledger.add_subparsers(dest="action", required=True)
@@ -88,9 +81,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         default="stdio",
         help="stdio (default), sse, or http (streamable HTTP)",
     )
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address for the HTTP transports (default 127.0.0.1)"
-    )
+    parser.add_argument("--host", default="127.0.0.1", help="address for the HTTP transports (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port for the HTTP transports (default 8000)")
 
 
@@ -128,7 +119,7 @@ def _sandbox(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from x402_mcp.demo import run_demo
 
-    return run_demo(protocol=args.protocol, network=args.network)
+    return run_demo(protocol=args.protocol, network=args.network, output_dir=args.output_dir)
 
 
 def _money_command(args: argparse.Namespace) -> int:

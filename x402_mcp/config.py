@@ -65,21 +65,27 @@ class Settings(BaseSettings):
     daily_budget: Usdc = Field(Decimal("2.00"), description="Most USDC paid per UTC day, pending included.")
     total_budget: Usdc | None = Field(None, description="Most USDC paid ever (optional).")
     confirm_above: Usdc = Field(Decimal("0.10"), description="Ask the user before paying more than this.")
-    allowed_payto: str | None = Field(
-        None, description="Comma-separated payTo addresses allowed (any if unset)."
-    )
+    allowed_payto: str | None = Field(None, description="Comma-separated payTo addresses allowed (any if unset).")
 
     # Where things live.
     data_dir: Path | None = Field(None, description="Folder for the ledger and keystore.")
     ledger_path: Path | None = Field(None, description="SQLite ledger file.")
-    rpc_url: str | None = Field(
-        None, description="JSON-RPC endpoint of the chain, for balances and reconciliation."
-    )
+    rpc_url: str | None = Field(None, description="JSON-RPC endpoint of the chain, for balances and reconciliation.")
 
     # Key sources besides X402_PRIVATE_KEY (exactly one may be set).
     key_file: Path | None = Field(None, description="File holding the hex key (mode 600).")
     keystore: Path | None = Field(None, description="Encrypted JSON keystore (eth-account format).")
     keystore_password: SecretStr | None = Field(None, description="Password of X402_KEYSTORE.")
+
+    # Images in and out.
+    input_roots: str | None = Field(None, description="Extra folders local inputs may come from (os.pathsep list).")
+    max_input_bytes: int = Field(20_000_000, gt=0, description="Largest input image, in bytes.")
+    upload_url: str | None = Field(None, description="Where to PUT local inputs for endpoints that need URLs.")
+    upload_headers: str | None = Field(None, description="JSON object of headers for the uploader.")
+    data_uri_inputs: bool | None = Field(None, description="Whether the endpoints take data URIs (else per tool).")
+    output_dir: Path = Field(Path("x402-images"), description="Where results are saved.")
+    max_output_bytes: int = Field(50_000_000, gt=0, description="Largest result downloaded, in bytes.")
+    wait_seconds: float = Field(50.0, ge=0, le=3600, description="How long a call waits for a slow job.")
 
     #: Per-tool variables (X402_PATH_<TOOL>, X402_ALLOWED_PAYTO_<TOOL>), gathered by `load_settings`.
     per_tool: dict[str, str] = Field(default_factory=dict, exclude=True)
@@ -109,6 +115,30 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"X402_RPC_URL must be an http(s) URL, got {value!r}")
         return value.strip()
+
+    @field_validator("upload_url")
+    @classmethod
+    def _upload_url(cls, value: str | None) -> str | None:
+        return check_url(value, "X402_UPLOAD_URL").rstrip("/") if value and value.strip() else None
+
+    @field_validator("upload_headers")
+    @classmethod
+    def _upload_headers(cls, value: str | None) -> str | None:
+        from x402_mcp.images.inputs import parse_upload_headers
+
+        parse_upload_headers(value)
+        return value
+
+    @property
+    def input_root_paths(self) -> list[Path]:
+        """The working directory, the output folder (results feed later edits) and X402_INPUT_ROOTS.
+
+        The client's MCP roots are added per call."""
+        roots = [Path.cwd(), self.output_dir.expanduser().absolute()]
+        for item in (self.input_roots or "").split(os.pathsep):
+            if item.strip():
+                roots.append(Path(item.strip()).expanduser())
+        return roots
 
     @field_validator("allowed_payto")
     @classmethod

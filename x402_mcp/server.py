@@ -11,24 +11,29 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import httpx
 from mcp.server import MCPServer
-from mcp.server.mcpserver import Context, Elicit, Resolve
+from mcp.server.mcpserver import Context, Elicit, ListRoots, Resolve
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import AcceptedElicitation, ElicitationResult
-from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from mcp.types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from x402_mcp import __version__, account
-from x402_mcp.catalog import CATALOG, ToolSpec
+from x402_mcp import __version__, account, image_tools
+from x402_mcp.catalog import CATALOG, ImageResult, ToolSpec
 from x402_mcp.config import Settings
+from x402_mcp.images.inputs import InputError
+from x402_mcp.images.masks import MaskSpec, Shape
 from x402_mcp.payments.assets import format_usdc
 from x402_mcp.payments.ledger import Ledger
 from x402_mcp.services import Services
-from x402_mcp.tools import Prepared, ProgressReporter, finish_call, prepare_call
+from x402_mcp.tools import Prepared, ProgressReporter, error_result, finish_call, prepare_call
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +84,7 @@ def _signature_parameters(spec: ToolSpec) -> list[inspect.Parameter]:
     ]
 
 
-def _set_signature(
-    fn: Callable[..., Any], name: str, parameters: list[inspect.Parameter], returns: Any
-) -> None:
+def _set_signature(fn: Callable[..., Any], name: str, parameters: list[inspect.Parameter], returns: Any) -> None:
     fn.__name__ = fn.__qualname__ = name  # the qualname keys the resolver's elicitation state
     fn.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
     fn.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}
@@ -89,6 +92,30 @@ def _set_signature(
 
 def _context_parameter(name: str = "ctx") -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+
+
+def client_roots(ctx: Context[Services, Any]) -> ListRoots | ListRootsResult:
+    """The client's MCP roots, where it offers them: more folders local inputs may come from."""
+    capabilities = ctx.client_capabilities
+    if capabilities is None or capabilities.roots is None:
+        return ListRootsResult(roots=[])
+    return ListRoots()
+
+
+def root_paths(roots: ListRootsResult) -> list[Path]:
+    paths = []
+    for root in roots.roots:
+        uri = str(root.uri)
+        if uri.startswith("file://"):
+            paths.append(Path(unquote(urlsplit(uri).path)))
+    return paths
+
+
+ClientRoots = Annotated[ListRootsResult, Resolve(client_roots)]
+
+
+def _roots_parameter() -> inspect.Parameter:
+    return inspect.Parameter("roots", inspect.Parameter.KEYWORD_ONLY, annotation=ClientRoots)
 
 
 def _paid_tool(spec: ToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
@@ -99,13 +126,16 @@ def _paid_tool(spec: ToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
     serves every entry.
     """
 
-    async def prepare(ctx: Context[Services, Any], **arguments: Any) -> Prepared:
+    async def prepare(ctx: Context[Services, Any], roots: ListRootsResult, **arguments: Any) -> Prepared:
         services = ctx.request_context.lifespan_context
         progress = ProgressReporter(ctx.report_progress).stage()
-        return await prepare_call(spec, arguments, services, progress)
+        return await prepare_call(spec, arguments, services, progress, root_paths(roots))
 
     _set_signature(
-        prepare, f"prepare_{spec.name}", [*_signature_parameters(spec), _context_parameter()], Prepared
+        prepare,
+        f"prepare_{spec.name}",
+        [*_signature_parameters(spec), _context_parameter(), _roots_parameter()],
+        Prepared,
     )
 
     def approve(
@@ -159,9 +189,7 @@ def _paid_tool(spec: ToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
     parameters = [
         *_signature_parameters(spec),
         _context_parameter(),
-        inspect.Parameter(
-            "prepared", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[Prepared, Resolve(prepare)]
-        ),
+        inspect.Parameter("prepared", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[Prepared, Resolve(prepare)]),
         inspect.Parameter(
             "approval",
             inspect.Parameter.KEYWORD_ONLY,
@@ -171,6 +199,91 @@ def _paid_tool(spec: ToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
     _set_signature(call, spec.name, parameters, Annotated[CallToolResult, spec.output_model])
     call.__doc__ = spec.description
     return call
+
+
+def _register_image_tools(server: MCPServer[Services]) -> None:
+    @server.tool(
+        name="image_mask",
+        title="Build an inpainting mask",
+        description=(
+            "Free. Draw a mask from shapes (rectangles, ellipses, polygons; pixel or 0-1 coordinates; invert; "
+            "feather) for a given image or size, save it as a PNG (white = repaint), and return its path and a "
+            "preview. Pass the path as image_inpaint's mask."
+        ),
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+    )
+    async def image_mask(
+        ctx: Context[Services, Any],
+        shapes: Annotated[list[Shape], Field(min_length=1, max_length=50, description="Regions to repaint.")],
+        roots: ClientRoots,
+        image: Annotated[
+            str | None,
+            Field(description="The image the mask is for (its size is used): URL, path or data URI."),
+        ] = None,
+        width: Annotated[int | None, Field(ge=1, le=8192, description="Mask width when no image is given.")] = None,
+        height: Annotated[int | None, Field(ge=1, le=8192, description="Mask height when no image is given.")] = None,
+        units: Annotated[
+            Literal["px", "fraction"],
+            Field(description="Shape coordinates in pixels, or 0-1 fractions of the size."),
+        ] = "px",
+        invert: Annotated[bool, Field(description="Repaint everything except the shapes.")] = False,
+        feather: Annotated[
+            float,
+            Field(
+                ge=0,
+                le=100,
+                description=(
+                    "Blur the saved mask's edge by this many pixels (for services taking soft masks; "
+                    "image_inpaint sends a black-and-white mask cut at 50% grey)."
+                ),
+            ),
+        ] = 0,
+    ) -> Annotated[CallToolResult, image_tools.MaskResult]:
+        try:
+            mask_spec = MaskSpec(width=width, height=height, shapes=shapes, units=units, invert=invert, feather=feather)
+        except ValueError as exc:
+            return error_result(f"image_mask: {exc}", money_spent=False)
+        return await image_tools.image_mask(ctx.request_context.lifespan_context, mask_spec, image, root_paths(roots))
+
+    @server.tool(
+        name="image_job_status",
+        title="Resume an image job",
+        description=(
+            "Free. Resume a paid image job that was still running when its tool returned: waits for it (up to "
+            "X402_WAIT_SECONDS) and returns the image like the tool would. Never pays again."
+        ),
+        annotations=FREE_TOOL_ANNOTATIONS,
+    )
+    async def image_job_status(
+        ctx: Context[Services, Any],
+        job_id: Annotated[str, Field(min_length=1, max_length=200, description="The job_id a paid tool returned.")],
+    ) -> Annotated[CallToolResult, ImageResult]:
+        progress = ProgressReporter(ctx.report_progress, total=3).stage()
+        return await image_tools.image_job_status(ctx.request_context.lifespan_context, job_id, progress)
+
+    @server.tool(
+        name="image_history",
+        title="Image history",
+        description=(
+            "Free. The versions of one picture, like an editor's history: the paid call that made it, the "
+            "image it came from, and every later edit, oldest first."
+        ),
+        annotations=FREE_TOOL_ANNOTATIONS,
+    )
+    async def image_history(
+        ctx: Context[Services, Any],
+        roots: ClientRoots,
+        image: Annotated[str | None, Field(description="A result's URL or saved file path.")] = None,
+        payment_id: Annotated[int | None, Field(ge=1, description="Or the payment id of a result.")] = None,
+    ) -> list[image_tools.HistoryEntry]:
+        if image is None and payment_id is None:
+            raise ToolError("give image (a result's URL or path) or payment_id")
+        try:
+            return await image_tools.image_history(
+                ctx.request_context.lifespan_context, image, payment_id, root_paths(roots)
+            )
+        except InputError as exc:
+            raise ToolError(str(exc)) from None
 
 
 def _register_account_tools(server: MCPServer[Services]) -> None:
@@ -232,23 +345,25 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
-        async with anyio.create_task_group() as background:
-            if http is not None:
-                services = Services(settings, http, ledger)
-                background.start_soon(services.reconciler.run_in_background)
-                yield services
-            else:
+        async with AsyncExitStack() as stack:
+            client = http
+            if client is None:
                 timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
                 headers = {"User-Agent": f"x402-image-mcp/{__version__}"}
-                async with httpx.AsyncClient(
-                    timeout=timeout, headers=headers, follow_redirects=False
-                ) as client:
-                    services = Services(settings, client, ledger)
-                    background.start_soon(services.reconciler.run_in_background)
-                    yield services
-            background.cancel_scope.cancel()
-        if ledger is None:
-            services.close()
+                client = await stack.enter_async_context(
+                    httpx.AsyncClient(timeout=timeout, headers=headers, follow_redirects=False)
+                )
+            services = Services(settings, client, ledger)
+            stack.push_async_callback(services.chain.aclose)
+            if ledger is None:
+                stack.callback(services.ledger.close)
+            background = await stack.enter_async_context(anyio.create_task_group())
+            # Reconciliation runs beside the server: it never delays the start or a call.
+            background.start_soon(services.reconciler.run_in_background)
+            try:
+                yield services
+            finally:
+                background.cancel_scope.cancel()
 
     server: MCPServer[Services] = MCPServer(
         SERVER_NAME,
@@ -265,5 +380,6 @@ def build_server(
             description=spec.description,
             annotations=PAID_TOOL_ANNOTATIONS,
         )
+    _register_image_tools(server)
     _register_account_tools(server)
     return server

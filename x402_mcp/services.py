@@ -32,9 +32,7 @@ def load_wallet(settings: Settings) -> Wallet | None:
         private_key=settings.private_key.get_secret_value() if settings.private_key else None,
         key_file=settings.key_file,
         keystore=settings.keystore,
-        keystore_password=settings.keystore_password.get_secret_value()
-        if settings.keystore_password
-        else None,
+        keystore_password=settings.keystore_password.get_secret_value() if settings.keystore_password else None,
     )
     return Wallet(key) if key is not None else None
 
@@ -74,5 +72,7 @@ class Services:
     def allowed_pay_to(self, spec: ToolSpec) -> frozenset[str] | None:
         return allowed_pay_to(self.settings.policy, self.settings.pinned_pay_to(spec.name))
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """For owners that made these services themselves (the CLI)."""
+        await self.chain.aclose()
         self.ledger.close()

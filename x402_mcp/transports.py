@@ -82,9 +82,7 @@ def security_settings(host: str) -> TransportSecuritySettings:
         name = f"[{host}]" if ":" in host else host
         hosts.append(f"{name}:*")
         origins += [f"http://{name}:*", f"https://{name}:*"]
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
-    )
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
 def http_app(server: MCPServer[object], transport: Transport, host: str, token: str) -> ASGIApp:

@@ -7,6 +7,7 @@ unreachable RPC as "don't know yet", never as an answer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -77,6 +78,13 @@ class ChainReader:
         except Exception as exc:
             raise ChainUnavailable(f"RPC {self.rpc_url} unreachable ({type(exc).__name__})") from exc
         return bool(used)
+
+    async def aclose(self) -> None:
+        """Close web3's HTTP session, if one was opened."""
+        if self._web3 is not None:
+            with contextlib.suppress(Exception):
+                await self._web3.provider.disconnect()
+            self._web3 = None
 
     async def balance(self, asset: str, address: str) -> int:
         contract = await self._contract(asset)

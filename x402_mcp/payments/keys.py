@@ -150,9 +150,7 @@ def _read_key_file(path: Path) -> str:
     try:
         return check_private_key(text)
     except KeyFormatError as exc:
-        raise KeySourceError(
-            str(exc).replace("X402_PRIVATE_KEY", f"the content of X402_KEY_FILE {path}")
-        ) from None
+        raise KeySourceError(str(exc).replace("X402_PRIVATE_KEY", f"the content of X402_KEY_FILE {path}")) from None
 
 
 # --- X402_KEYSTORE ---------------------------------------------------------------------------------
@@ -250,9 +248,7 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def create_keystore(
-    path: Path, password: str, *, private_key: str | None = None, _scrypt_n: int | None = None
-) -> str:
+def create_keystore(path: Path, password: str, *, private_key: str | None = None, _scrypt_n: int | None = None) -> str:
     """Write a new encrypted keystore at `path` and return the checksummed address it holds.
 
     The key is `private_key` if given, else a fresh random one. The file is created with mode
@@ -270,8 +266,7 @@ def create_keystore(
             key = check_private_key(private_key)
         except KeyFormatError:
             raise KeySourceError(
-                "the private key to store is not a valid secp256k1 key "
-                "(64 hex characters, optionally 0x-prefixed)"
+                "the private key to store is not a valid secp256k1 key (64 hex characters, optionally 0x-prefixed)"
             ) from None
     if os.path.lexists(path):
         raise KeySourceError(f"refusing to overwrite existing file {path}")

@@ -50,10 +50,24 @@ CREATE TABLE IF NOT EXISTS payments (
     image_url       TEXT,
     output_path     TEXT,
     output_sha256   TEXT,
-    parent_id       INTEGER REFERENCES payments(id)
+    parent_id       INTEGER REFERENCES payments(id),
+    prompt          TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id          TEXT PRIMARY KEY,
+    payment_id      INTEGER NOT NULL REFERENCES payments(id),
+    tool            TEXT NOT NULL,
+    status_url      TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    save            INTEGER NOT NULL,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    result          TEXT
 );
 CREATE INDEX IF NOT EXISTS payments_day ON payments(day, status);
 CREATE INDEX IF NOT EXISTS payments_status ON payments(status);
+CREATE INDEX IF NOT EXISTS payments_image_url ON payments(image_url);
+CREATE INDEX IF NOT EXISTS payments_output_sha256 ON payments(output_sha256);
 """
 
 _COUNTED = "(" + ", ".join(f"'{s}'" for s in COUNTED_STATUSES) + ")"
@@ -87,10 +101,24 @@ class PaymentRow:
     output_path: str | None
     output_sha256: str | None
     parent_id: int | None
+    prompt: str | None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PaymentRow:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class JobRow:
+    job_id: str
+    payment_id: int
+    tool: str
+    status_url: str
+    status: str
+    save: bool
+    created_at: float
+    updated_at: float
+    result: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -223,16 +251,89 @@ class Ledger:
         output_path: str | None = None,
         output_sha256: str | None = None,
         parent_id: int | None = None,
+        prompt: str | None = None,
     ) -> None:
         fields = {
             "image_url": image_url,
             "output_path": output_path,
             "output_sha256": output_sha256,
             "parent_id": parent_id,
+            "prompt": prompt,
         }
         fields = {k: v for k, v in fields.items() if v is not None}
         if fields:
             self._update(payment_id, ("reserved", "signed", "settled", "released", "unknown"), **fields)
+
+    def find_output(
+        self, *, image_url: str | None = None, path: str | None = None, sha256: str | None = None
+    ) -> int | None:
+        """The latest payment whose result is this URL, file or content (edit chains)."""
+        clauses = [
+            (column, value)
+            for column, value in (("image_url", image_url), ("output_path", path), ("output_sha256", sha256))
+            if value
+        ]
+        if not clauses:
+            return None
+        where = " OR ".join(f"{column} = ?" for column, _ in clauses)
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT id FROM payments WHERE {where} ORDER BY id DESC LIMIT 1", [v for _, v in clauses]
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    def lineage(self, payment_id: int) -> list[PaymentRow]:
+        """The versions of one picture: its ancestors, itself and every later edit, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                """
+                WITH RECURSIVE
+                  up(id, parent_id) AS (
+                    SELECT id, parent_id FROM payments WHERE id = :id
+                    UNION SELECT p.id, p.parent_id FROM payments p JOIN up ON p.id = up.parent_id),
+                  down(id) AS (
+                    SELECT id FROM payments WHERE id = :id
+                    UNION SELECT p.id FROM payments p JOIN down ON p.parent_id = down.id)
+                SELECT * FROM payments WHERE id IN (SELECT id FROM up UNION SELECT id FROM down) ORDER BY id
+                """,
+                {"id": payment_id},
+            ).fetchall()
+        return [PaymentRow.from_row(row) for row in rows]
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def add_job(self, job_id: str, payment_id: int, tool: str, status_url: str, *, save: bool) -> None:
+        now = self._clock()
+        with self._write() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO jobs (job_id, payment_id, tool, status_url, status, save, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
+                (job_id, payment_id, tool, status_url, int(save), now, now),
+            )
+
+    def update_job(self, job_id: str, status: str, result: dict[str, Any] | None = None) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE jobs SET status = ?, result = COALESCE(?, result), updated_at = ? WHERE job_id = ?",
+                (status, json.dumps(result) if result is not None else None, self._clock(), job_id),
+            )
+
+    def get_job(self, job_id: str) -> JobRow | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            return None
+        return JobRow(
+            job_id=row["job_id"],
+            payment_id=row["payment_id"],
+            tool=row["tool"],
+            status_url=row["status_url"],
+            status=row["status"],
+            save=bool(row["save"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            result=json.loads(row["result"]) if row["result"] else None,
+        )
 
     def get(self, payment_id: int) -> PaymentRow:
         with self._lock:

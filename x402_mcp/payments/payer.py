@@ -173,9 +173,7 @@ class Payer:
 
     # --- pay (spends) ----------------------------------------------------------------------
 
-    async def pay(
-        self, quote: Quote, *, approved: bool = False, progress: Progress = _no_progress
-    ) -> UpstreamResponse:
+    async def pay(self, quote: Quote, *, approved: bool = False, progress: Progress = _no_progress) -> UpstreamResponse:
         """Pay a quote once. `approved` says the user confirmed this exact amount and payee."""
         if quote.free is not None:
             return UpstreamResponse(quote.free.status_code, quote.free.headers, quote.free.content, None)
@@ -242,9 +240,7 @@ class Payer:
             answer, attempts = await self._send_paid(quote, {header_name: header_value}, auth, payment)
         except BaseException as exc:
             # Lost answer, or the call was cancelled mid-flight: the header may have arrived.
-            self._ledger.mark_unknown(
-                ledger_id, f"no answer to the paid request: {type(exc).__name__}: {exc}"[:300]
-            )
+            self._ledger.mark_unknown(ledger_id, f"no answer to the paid request: {type(exc).__name__}: {exc}"[:300])
             raise
         return self._conclude(answer, attempts, payment)
 
@@ -260,17 +256,13 @@ class Payer:
         progress: Progress = _no_progress,
     ) -> UpstreamResponse:
         """Quote, ask `approve` when the policy wants confirmation, then pay."""
-        quote = await self.quote(
-            tool, url, body, ceiling=ceiling, allowed_pay_to=allowed_pay_to, progress=progress
-        )
+        quote = await self.quote(tool, url, body, ceiling=ceiling, allowed_pay_to=allowed_pay_to, progress=progress)
         approved = quote.needs_approval and approve is not None and await approve(quote)
         return await self.pay(quote, approved=approved, progress=progress)
 
     # --- transport -------------------------------------------------------------------------
 
-    async def _send(
-        self, url: str, body: dict[str, Any], headers: dict[str, str], *, paid: bool
-    ) -> httpx.Response:
+    async def _send(self, url: str, body: dict[str, Any], headers: dict[str, str], *, paid: bool) -> httpx.Response:
         try:
             return await self._http.post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
@@ -340,9 +332,7 @@ class Payer:
 
         detail = _error_detail(answer)
         if status == 402 and receipt is not None and not receipt.success:
-            raise PaymentRefused(
-                f"the upstream refused the payment: {payment.error_reason or detail}. No money moved."
-            )
+            raise PaymentRefused(f"the upstream refused the payment: {payment.error_reason or detail}. No money moved.")
         if status == 402:
             earlier = " after an earlier attempt was lost" if attempts > 1 else ""
             raise UpstreamError(

@@ -72,8 +72,7 @@ def decide(policy: Policy, spending: Spending, amount: int) -> Decision:
     if amount > policy.max_per_call:
         return Decision(
             "deny",
-            f"{format_usdc(amount)} USDC is above X402_MAX_PER_CALL of "
-            f"{format_usdc(policy.max_per_call)} USDC",
+            f"{format_usdc(amount)} USDC is above X402_MAX_PER_CALL of {format_usdc(policy.max_per_call)} USDC",
         )
     refusal = budget_refusal(policy, spending, amount)
     if refusal is not None:

@@ -364,9 +364,7 @@ def typed_data(chosen: ChosenPayment, auth: Authorization) -> dict[str, Any]:
 # --- encode --------------------------------------------------------------------------------
 
 
-def encode_payment(
-    challenge: Challenge, chosen: ChosenPayment, auth: Authorization, signature: str
-) -> tuple[str, str]:
+def encode_payment(challenge: Challenge, chosen: ChosenPayment, auth: Authorization, signature: str) -> tuple[str, str]:
     """The payment header (name, value) in the version the server asked in."""
     payload = {"signature": signature, "authorization": auth.wire()}
     req = chosen.requirement

@@ -86,9 +86,7 @@ class Reconciler:
                 log.warning("reconciliation: %s", message)
                 state: Literal["done", "rpc unreachable"] = "rpc unreachable"
             else:
-                message = (
-                    f"resolved {resolved}; {len(pending)} unresolved ({format_usdc(amount)} USDC) remain"
-                )
+                message = f"resolved {resolved}; {len(pending)} unresolved ({format_usdc(amount)} USDC) remain"
                 state = "done"
             self.status = ReconcileStatus(state, self._clock(), resolved, len(pending), amount, message)
             return self.status
@@ -103,9 +101,7 @@ class Reconciler:
             await self.run()
         except Exception as exc:  # a background task must not take the server down
             log.warning("reconciliation failed: %s", exc)
-            self.status = ReconcileStatus(
-                "rpc unreachable", self._clock(), message=f"reconciliation failed: {exc}"
-            )
+            self.status = ReconcileStatus("rpc unreachable", self._clock(), message=f"reconciliation failed: {exc}")
 
 
 def _import_web3() -> None:

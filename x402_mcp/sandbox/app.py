@@ -33,6 +33,7 @@ from .facilitator import (
     verify_payment,
 )
 from .facilitator import b64_json as _b64_json
+from .onchain import OnchainSettler, SettlementUnknown
 from .rpc import rpc_endpoint
 from .state import SandboxState
 
@@ -118,7 +119,9 @@ async def _produce(request: Request, route: str, state: SandboxState) -> dict[st
     return result
 
 
-def _paid_endpoint(state: SandboxState, route: str) -> Callable[[Request], Awaitable[Response]]:
+def _paid_endpoint(
+    state: SandboxState, route: str, settler: OnchainSettler | None = None
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         config = state.config
         header = _payment_header(request, config.protocol)
@@ -138,9 +141,14 @@ def _paid_endpoint(state: SandboxState, route: str) -> Callable[[Request], Await
             payment = verify_payment(header[0], header[1], expected, offered, int(time.time()))
             state.reserve(payment)
         except PaymentRejected as exc:
-            state.note_rejection(exc.reason)
-            logger.info("refused payment on /%s: %s", route, exc.reason)
-            return challenge_response(config, route, resource_url, error=exc.reason)
+            return _refused(state, route, resource_url, exc)
+        if settler is not None:
+            # On-chain mode: the chain's balance and authorizationState, before anything is rendered.
+            try:
+                await run_in_threadpool(settler.check, payment)
+            except PaymentRejected as exc:
+                state.release(payment)
+                return _refused(state, route, resource_url, exc)
 
         settled = False
         try:
@@ -152,9 +160,19 @@ def _paid_endpoint(state: SandboxState, route: str) -> Callable[[Request], Await
             if "failure_receipt" in config.faults:
                 return _failed_settlement(state, route, resource_url, payment, "insufficient_funds")
             try:
-                settlement = state.settle(payment, route)
+                if settler is None:
+                    settlement = state.settle(payment, route)
+                else:
+                    transaction = await run_in_threadpool(settler.settle, payment, header[1])
+                    settlement = state.record_onchain_settlement(payment, route, transaction)
             except PaymentRejected as exc:
+                if settler is not None:
+                    logger.info("on-chain settlement failed on /%s: %s", route, exc.reason)
                 return _failed_settlement(state, route, resource_url, payment, exc.code)
+            except SettlementUnknown as exc:
+                # Money may have moved: no receipt at all (like a lost answer), never a failure receipt.
+                logger.warning("on-chain settlement outcome unknown on /%s: %s", route, exc)
+                return JSONResponse({"error": f"settlement outcome unknown: {exc}"}, status_code=502)
             settled = True
         finally:
             if not settled:
@@ -169,6 +187,12 @@ def _paid_endpoint(state: SandboxState, route: str) -> Callable[[Request], Await
         return await _answer_after_settlement(request, state, route, result, settlement.transaction, payment)
 
     return endpoint
+
+
+def _refused(state: SandboxState, route: str, resource_url: str, exc: PaymentRejected) -> Response:
+    state.note_rejection(exc.reason)
+    logger.info("refused payment on /%s: %s", route, exc.reason)
+    return challenge_response(state.config, route, resource_url, error=exc.reason)
 
 
 def _failed_settlement(
@@ -199,7 +223,29 @@ async def _answer_after_settlement(
     if "second_402" in faults:
         return challenge_response(config, route, str(request.url))
     body = receipt(config, success=True, transaction=transaction, payer=payment.payer)
-    return JSONResponse(result, headers={receipt_header_name(config.protocol): _b64_json(body)})
+    headers = {receipt_header_name(config.protocol): _b64_json(body)}
+    delay = config.async_jobs.get(route)
+    if delay is not None:
+        # An asynchronous endpoint: the paid request creates a job; the image comes later.
+        job_id = uuid.uuid4().hex
+        state.put_job(job_id, time.monotonic() + delay, result)
+        job = {"job_id": job_id, "status": "queued", "status_url": f"/jobs/{job_id}"}
+        return JSONResponse(job, status_code=202, headers=headers)
+    return JSONResponse(result, headers=headers)
+
+
+def _jobs_endpoint(state: SandboxState) -> Callable[[Request], Awaitable[Response]]:
+    async def jobs(request: Request) -> Response:
+        job_id = str(request.path_params["job_id"])
+        found = state.get_job(job_id)
+        if found is None:
+            return JSONResponse({"error": "no such job"}, status_code=404)
+        ready_at, result = found
+        if time.monotonic() < ready_at:
+            return JSONResponse({"job_id": job_id, "status": "processing"})
+        return JSONResponse({"job_id": job_id, "status": "succeeded", "result": result})
+
+    return jobs
 
 
 def _files_endpoint(state: SandboxState) -> Callable[[Request], Awaitable[Response]]:
@@ -208,6 +254,8 @@ def _files_endpoint(state: SandboxState) -> Callable[[Request], Awaitable[Respon
         data = state.get_file(file_id) if _FILE_ID.match(file_id) else None
         if data is None:
             return JSONResponse({"error": "no such file"}, status_code=404)
+        if state.config.file_delay_seconds:
+            await asyncio.sleep(state.config.file_delay_seconds)
         return Response(data, media_type="image/png")
 
     return files
@@ -231,9 +279,7 @@ def _uploads_endpoint(state: SandboxState) -> Callable[[Request], Awaitable[Resp
         name = str(request.path_params["name"])
         match = _UPLOAD_NAME.match(name)
         if match is None:
-            return JSONResponse(
-                {"error": "upload names are <sha256>.<png|jpg|jpeg|webp|gif>"}, status_code=400
-            )
+            return JSONResponse({"error": "upload names are <sha256>.<png|jpg|jpeg|webp|gif>"}, status_code=400)
         key = "upload:" + name
         if request.method == "GET":
             data = state.get_file(key)
@@ -261,16 +307,22 @@ def _state_endpoint(state: SandboxState) -> Callable[[Request], Awaitable[Respon
 
 def create_app(state: SandboxState) -> Starlette:
     """The sandbox as an ASGI app; the state object is shared with whoever created it."""
+    settler: OnchainSettler | None = None
+    if state.config.onchain is not None:
+        settler = OnchainSettler(state.config)  # loads web3: only in on-chain mode
+        settler.preflight()  # a chain that cannot settle fails here, not at the first payment
     routes: list[Route] = []
     for route in ROUTES:
-        endpoint = _paid_endpoint(state, route)
+        endpoint = _paid_endpoint(state, route, settler)
         # Also under /v1/: the seeds' older base URL form is https://x402.org/v1/<endpoint>.
         routes.append(Route(f"/{route}", endpoint, methods=["POST"]))
         routes.append(Route(f"/v1/{route}", endpoint, methods=["POST"]))
     routes.append(Route("/files/{file_id}.png", _files_endpoint(state), methods=["GET"]))
     routes.append(Route("/uploads/{name}", _uploads_endpoint(state), methods=["GET", "PUT"]))
+    routes.append(Route("/jobs/{job_id}", _jobs_endpoint(state), methods=["GET"]))
     routes.append(Route("/_sandbox/state", _state_endpoint(state), methods=["GET"]))
     routes.append(Route("/rpc", rpc_endpoint(state), methods=["POST"]))
     app = Starlette(routes=routes)
     app.state.sandbox = state
+    app.state.onchain_settler = settler
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,9 +28,7 @@ DEFAULT_PRICES: dict[str, int] = {
 # "stall": settle, then sleep `stall_seconds` before answering.
 # "failure_receipt": answer 402 with a receipt success=false (insufficient_funds), no settlement.
 # "second_402": settle, then answer 402 again as if unpaid.
-FAULTS: frozenset[str] = frozenset(
-    {"drop_after_settle", "500_after_settle", "stall", "failure_receipt", "second_402"}
-)
+FAULTS: frozenset[str] = frozenset({"drop_after_settle", "500_after_settle", "stall", "failure_receipt", "second_402"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,37 @@ NETWORKS: dict[str, NetworkInfo] = {
 }
 
 
+_PRIVATE_KEY = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+@dataclass(frozen=True)
+class OnchainSettlement:
+    """Settle payments on a real chain (a local anvil in tests) instead of the in-memory ledger.
+
+    The sandbox then acts as its own facilitator: it checks the payer's token balance and the
+    authorization's `authorizationState` on chain before rendering, and settles by sending
+    `transferWithAuthorization`, signed and paid for (gas) by `settler_key`. The chain is the truth:
+    the in-memory balances are not used for payments. Test chains only: the key is a dev key.
+    """
+
+    rpc_url: str
+    settler_key: str = field(repr=False)
+    # The EIP-3009 token; None = the network's USDC address. Advertised as the `asset` and used as
+    # the EIP-712 verifyingContract, so payers sign for the contract that settles.
+    token: str | None = None
+    receipt_timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.rpc_url.startswith(("http://", "https://")):
+            raise ValueError(f"onchain.rpc_url must be an http(s) URL, not {self.rpc_url!r}")
+        if not _PRIVATE_KEY.match(self.settler_key):
+            raise ValueError("onchain.settler_key must be 0x + 32 bytes of hex")
+        if self.token is not None and not _ADDRESS.match(self.token):
+            raise ValueError(f"onchain.token must be a 0x-prefixed 20-byte hex address, not {self.token!r}")
+        if self.receipt_timeout_seconds <= 0:
+            raise ValueError("onchain.receipt_timeout_seconds must be positive")
+
+
 @dataclass
 class SandboxConfig:
     """How the sandbox behaves. Every field has a demo-friendly default."""
@@ -87,6 +117,13 @@ class SandboxConfig:
     stall_seconds: float = 30.0
     # POST /rpc (the JSON-RPC view of the ledger) answers 503, as an unreachable RPC would.
     rpc_down: bool = False
+    # Routes that answer asynchronously: route -> seconds until the job's image is ready. The job is
+    # paid (settled) when it is created; GET /jobs/{id} reports it, free.
+    async_jobs: dict[str, float] = field(default_factory=dict)
+    # Seconds the /files route waits before sending an image ("slow download").
+    file_delay_seconds: float = 0.0
+    # Settle on a real chain (see OnchainSettlement); None = the in-memory ledger, as always.
+    onchain: OnchainSettlement | None = None
 
     def __post_init__(self) -> None:
         # Fail at construction, not at the first request, so a typo in a test is obvious.
@@ -112,4 +149,7 @@ class SandboxConfig:
 
     @property
     def network_info(self) -> NetworkInfo:
-        return NETWORKS[self.network]
+        info = NETWORKS[self.network]
+        if self.onchain is not None and self.onchain.token is not None:
+            return dataclasses.replace(info, usdc=self.onchain.token)
+        return info

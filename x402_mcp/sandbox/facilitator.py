@@ -200,9 +200,7 @@ def verify_payment(
     if scheme != "exact":
         raise PaymentRejected("unsupported_scheme", f"scheme {scheme!r}; only 'exact' is accepted")
     if network != network_name:
-        raise PaymentRejected(
-            "invalid_network", f"network {network!r}; this server settles on {network_name}"
-        )
+        raise PaymentRejected("invalid_network", f"network {network!r}; this server settles on {network_name}")
     if expected.protocol == 2:
         if accepted not in offered:
             raise PaymentRejected("accepted_mismatch", "'accepted' is not one of the offered requirements")
@@ -212,13 +210,9 @@ def verify_payment(
     auth, signature = _parse_exact_payload(data.get("payload"))
 
     if auth.to != to_checksum_address(expected.pay_to):
-        raise PaymentRejected(
-            "recipient_mismatch", f"authorization.to {auth.to}, not payTo {expected.pay_to}"
-        )
+        raise PaymentRejected("recipient_mismatch", f"authorization.to {auth.to}, not payTo {expected.pay_to}")
     if auth.value != expected.amount:
-        raise PaymentRejected(
-            "amount_mismatch", f"authorization.value {auth.value} is not the price {expected.amount}"
-        )
+        raise PaymentRejected("amount_mismatch", f"authorization.value {auth.value} is not the price {expected.amount}")
     if auth.valid_after > now:
         raise PaymentRejected("not_yet_valid", f"validAfter {auth.valid_after} is after now ({now})")
     if auth.valid_before < now + MIN_VALIDITY_MARGIN_SECONDS:
@@ -228,9 +222,7 @@ def verify_payment(
         )
     signer = recover_signer(auth, signature, expected.network)
     if signer != auth.from_:
-        raise PaymentRejected(
-            "invalid_signature", f"recovered signer {signer} is not authorization.from {auth.from_}"
-        )
+        raise PaymentRejected("invalid_signature", f"recovered signer {signer} is not authorization.from {auth.from_}")
     return VerifiedPayment(
         payer=auth.from_,
         pay_to=auth.to,

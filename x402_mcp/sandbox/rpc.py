@@ -275,11 +275,7 @@ def _error(request_id: Any, error: RpcError) -> dict[str, Any]:
 
 
 def _valid_id(value: Any) -> bool:
-    return (
-        value is None
-        or isinstance(value, str)
-        or (isinstance(value, int | float) and not isinstance(value, bool))
-    )
+    return value is None or isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def handle_one(state: SandboxState, request: Any) -> dict[str, Any] | None:

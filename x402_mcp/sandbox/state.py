@@ -52,6 +52,9 @@ class SandboxState:
         # Nonces verified but not yet settled: a concurrent replay must not pass verification too.
         self._pending_nonces: set[str] = set()
         self._files: OrderedDict[str, bytes] = OrderedDict()
+        #: job id -> (monotonic time it is ready, its result)
+        self._jobs: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.job_polls = 0
         # (authorizer, nonce), both lower-case, of every SETTLED authorization: what
         # `authorizationState` on the token answers. Reserved nonces are not in here.
         self._settled_authorizations: set[tuple[str, str]] = set()
@@ -85,11 +88,13 @@ class SandboxState:
                 raise PaymentRejected("nonce_already_used", f"nonce {payment.nonce} was already settled")
             if payment.nonce in self._pending_nonces:
                 raise PaymentRejected("nonce_already_used", f"nonce {payment.nonce} is being settled now")
-            balance = self._balance_locked(payment.payer)
-            if balance < payment.amount:
-                raise PaymentRejected(
-                    "insufficient_funds", f"{payment.payer} holds {balance}, needs {payment.amount}"
-                )
+            # On-chain mode: the chain holds the balances; the app checks them there (onchain.py).
+            if self.config.onchain is None:
+                balance = self._balance_locked(payment.payer)
+                if balance < payment.amount:
+                    raise PaymentRejected(
+                        "insufficient_funds", f"{payment.payer} holds {balance}, needs {payment.amount}"
+                    )
             self._pending_nonces.add(payment.nonce)
 
     def release(self, payment: VerifiedPayment) -> None:
@@ -105,9 +110,7 @@ class SandboxState:
                 raise PaymentRejected("nonce_already_used", f"nonce {payment.nonce} was already settled")
             balance = self._balance_locked(payment.payer)
             if balance < payment.amount:
-                raise PaymentRejected(
-                    "insufficient_funds", f"{payment.payer} holds {balance}, needs {payment.amount}"
-                )
+                raise PaymentRejected("insufficient_funds", f"{payment.payer} holds {balance}, needs {payment.amount}")
             self._used_nonces.add(payment.nonce)
             self._settled_authorizations.add((payment.payer.lower(), payment.nonce.lower()))
             self.balances[payment.payer] = balance - payment.amount
@@ -121,6 +124,28 @@ class SandboxState:
                 network=payment.network,
                 nonce=payment.nonce,
                 transaction=transaction_hash(payment.payer, payment.nonce),
+                route=route,
+                x402_version=payment.x402_version,
+                time=time.time(),
+            )
+            self.settlements.append(settlement)
+            return settlement
+
+    def record_onchain_settlement(self, payment: VerifiedPayment, route: str, transaction: str) -> Settlement:
+        """Record a payment settled on chain by `transaction` (on-chain mode). No in-memory balance
+        moves: the token contract moved the money."""
+        with self._lock:
+            self._pending_nonces.discard(payment.nonce)
+            self._used_nonces.add(payment.nonce)
+            self._settled_authorizations.add((payment.payer.lower(), payment.nonce.lower()))
+            settlement = Settlement(
+                payer=payment.payer,
+                pay_to=to_checksum_address(payment.pay_to),
+                amount=payment.amount,
+                asset=payment.asset,
+                network=payment.network,
+                nonce=payment.nonce,
+                transaction=transaction,
                 route=route,
                 x402_version=payment.x402_version,
                 time=time.time(),
@@ -166,6 +191,15 @@ class SandboxState:
             return [self.settlements[index]] if 0 <= index < len(self.settlements) else []
 
     # --- files ----------------------------------------------------------------------------
+
+    def put_job(self, job_id: str, ready_at: float, result: dict[str, Any]) -> None:
+        with self._lock:
+            self._jobs[job_id] = (ready_at, result)
+
+    def get_job(self, job_id: str) -> tuple[float, dict[str, Any]] | None:
+        with self._lock:
+            self.job_polls += 1
+            return self._jobs.get(job_id)
 
     def put_file(self, file_id: str, data: bytes) -> None:
         with self._lock:
