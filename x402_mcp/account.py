@@ -150,8 +150,8 @@ async def quote(services: Services, tool: str, arguments: dict[str, Any], progre
     """The price of a tool call, from the upstream's 402, without signing anything."""
     prepared = await prepare_call(spec(tool), arguments, services, progress)
     if prepared.error is not None:
-        text = prepared.error.content[0].text if prepared.error.content else "refused"  # type: ignore[union-attr]
-        return QuoteResult(tool=tool, free=False, allowed=False, reason=text.splitlines()[0])
+        structured = prepared.error.structured_content or {}
+        return QuoteResult(tool=tool, free=False, allowed=False, reason=str(structured.get("error", "refused")))
     q = prepared.quote
     assert q is not None
     if q.chosen is None:

@@ -105,12 +105,8 @@ def _summary(title: str, result: ImageResult, notes: Sequence[str]) -> str:
         )
     elif result.save_error:
         lines.append(f"Not saved: {result.save_error}")
-    extra = result.model_extra or {}
-    details = ", ".join(
-        f"{key} {extra.get(key) or getattr(result, key, None)}"
-        for key in ("model", "width", "height", "seed")
-        if extra.get(key) or getattr(result, key, None)
-    )
+    fields = result.model_dump(exclude_none=True)
+    details = ", ".join(f"{key} {fields[key]}" for key in ("model", "width", "height", "seed") if key in fields)
     if details:
         lines.append(details)
     lines.extend(notes)
