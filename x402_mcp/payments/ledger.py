@@ -214,7 +214,14 @@ class Ledger:
             )
             return int(cursor.lastrowid or 0)
 
-    def _update(self, payment_id: int, expected: tuple[Status, ...], **fields: Any) -> None:
+    def _update(
+        self, payment_id: int, expected: tuple[Status, ...], *, settled_already: tuple[Status, ...] = (), **fields: Any
+    ) -> None:
+        """Move a row from one of `expected`; a row already in `settled_already` is left as it is.
+
+        Reconciliation and the call that paid can both learn an outcome; the final one wins, and the
+        later, weaker one (no answer, say) must not raise into the call that is still answering.
+        """
         fields["updated_at"] = self._clock()
         assignments = ", ".join(f"{name} = ?" for name in fields)
         placeholders = ", ".join("?" for _ in expected)
@@ -223,8 +230,12 @@ class Ledger:
                 f"UPDATE payments SET {assignments} WHERE id = ? AND status IN ({placeholders})",
                 (*fields.values(), payment_id, *expected),
             )
-            if cursor.rowcount != 1:
-                raise LookupError(f"payment {payment_id} is not in status {expected}")
+            if cursor.rowcount == 1:
+                return
+            row = db.execute("SELECT status FROM payments WHERE id = ?", (payment_id,)).fetchone()
+            if row is not None and row["status"] in settled_already:
+                return
+            raise LookupError(f"payment {payment_id} is not in status {expected}")
 
     def mark_signed(self, payment_id: int, signature: str) -> None:
         self._update(payment_id, ("reserved",), status="signed", signature=signature)
@@ -238,10 +249,16 @@ class Ledger:
         self._update(payment_id, ("signed", "unknown", "settled", "released"), **fields)
 
     def mark_released(self, payment_id: int, note: str) -> None:
-        self._update(payment_id, ("reserved", "signed", "unknown"), status="released", note=note)
+        # A row the chain already showed settled stays settled: the chain outranks a receipt.
+        self._update(
+            payment_id, ("reserved", "signed", "unknown"), settled_already=("settled",), status="released", note=note
+        )
 
     def mark_unknown(self, payment_id: int, note: str) -> None:
-        self._update(payment_id, ("signed", "unknown"), status="unknown", note=note)
+        # "No answer" is weaker than any final outcome reconciliation may have found meanwhile.
+        self._update(
+            payment_id, ("signed", "unknown"), settled_already=("settled", "released"), status="unknown", note=note
+        )
 
     def record_output(
         self,

@@ -206,14 +206,14 @@ class Payer:
         except BudgetExceeded as exc:
             raise PaymentRefused(f"nothing was paid: {exc}") from None
 
-        await progress(f"paying {format_usdc(auth.value)} USDC")
         try:
+            await progress(f"paying {format_usdc(auth.value)} USDC")
             signature = wallet.sign_typed_data(protocol.typed_data(chosen, auth))
             header_name, header_value = protocol.encode_payment(quote.challenge, chosen, auth, signature)
             self._ledger.mark_signed(ledger_id, signature)
         except BaseException:
-            # Nothing left the process: the reservation is released.
-            self._ledger.mark_released(ledger_id, "signing or recording failed; nothing was sent")
+            # Nothing left the process (failed, or cancelled before sending): the reservation is released.
+            self._ledger.mark_released(ledger_id, "not sent: the call failed or was cancelled before sending")
             raise
         log.info(
             "payment %d: signed %s USDC to %s on %s (nonce %s)",
