@@ -215,14 +215,19 @@ class Ledger:
             return int(cursor.lastrowid or 0)
 
     def _update(
-        self, payment_id: int, expected: tuple[Status, ...], *, settled_already: tuple[Status, ...] = (), **fields: Any
+        self,
+        payment_id: int,
+        expected: tuple[Status, ...],
+        fields: dict[str, Any],
+        *,
+        settled_already: tuple[Status, ...] = (),
     ) -> None:
         """Move a row from one of `expected`; a row already in `settled_already` is left as it is.
 
         Reconciliation and the call that paid can both learn an outcome; the final one wins, and the
         later, weaker one (no answer, say) must not raise into the call that is still answering.
         """
-        fields["updated_at"] = self._clock()
+        fields = {**fields, "updated_at": self._clock()}
         assignments = ", ".join(f"{name} = ?" for name in fields)
         placeholders = ", ".join("?" for _ in expected)
         with self._write() as db:
@@ -238,7 +243,7 @@ class Ledger:
             raise LookupError(f"payment {payment_id} is not in status {expected}")
 
     def mark_signed(self, payment_id: int, signature: str) -> None:
-        self._update(payment_id, ("reserved",), status="signed", signature=signature)
+        self._update(payment_id, ("reserved",), {"status": "signed", "signature": signature})
 
     def mark_settled(self, payment_id: int, transaction: str | None, note: str | None = None) -> None:
         fields: dict[str, Any] = {"status": "settled", "note": note}
@@ -246,18 +251,24 @@ class Ledger:
             fields["transaction_hash"] = transaction
         # From any non-reserved state: a success receipt or the chain is the strongest evidence, and
         # reconciliation and the call that paid may both learn the outcome.
-        self._update(payment_id, ("signed", "unknown", "settled", "released"), **fields)
+        self._update(payment_id, ("signed", "unknown", "settled", "released"), fields)
 
     def mark_released(self, payment_id: int, note: str) -> None:
         # A row the chain already showed settled stays settled: the chain outranks a receipt.
         self._update(
-            payment_id, ("reserved", "signed", "unknown"), settled_already=("settled",), status="released", note=note
+            payment_id,
+            ("reserved", "signed", "unknown"),
+            {"status": "released", "note": note},
+            settled_already=("settled",),
         )
 
     def mark_unknown(self, payment_id: int, note: str) -> None:
         # "No answer" is weaker than any final outcome reconciliation may have found meanwhile.
         self._update(
-            payment_id, ("signed", "unknown"), settled_already=("settled", "released"), status="unknown", note=note
+            payment_id,
+            ("signed", "unknown"),
+            {"status": "unknown", "note": note},
+            settled_already=("settled", "released"),
         )
 
     def record_output(
@@ -279,7 +290,7 @@ class Ledger:
         }
         fields = {k: v for k, v in fields.items() if v is not None}
         if fields:
-            self._update(payment_id, ("reserved", "signed", "settled", "released", "unknown"), **fields)
+            self._update(payment_id, ("reserved", "signed", "settled", "released", "unknown"), fields)
 
     def find_output(
         self, *, image_url: str | None = None, path: str | None = None, sha256: str | None = None
