@@ -126,7 +126,7 @@ async def image_history(
             found = ledger.find_output(path=str(path), sha256=_digest(path.read_bytes()))
     if found is None:
         raise InputError("this image is not one this server paid for (no ledger row made it)")
-    return [
-        HistoryEntry(**payment_entry(row).model_dump(), parent_id=row.parent_id, prompt=row.prompt)
-        for row in ledger.lineage(found)
-    ]
+    rows = ledger.lineage(found)
+    if not rows:
+        raise InputError(f"no payment {found} in the ledger; see payment_history for the ids")
+    return [HistoryEntry(**payment_entry(row).model_dump(), parent_id=row.parent_id, prompt=row.prompt) for row in rows]

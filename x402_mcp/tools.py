@@ -199,7 +199,9 @@ async def finish_call(prepared: Prepared, services: Services, *, approved: bool,
     if job is not None:
         if payment is not None:
             services.ledger.add_job(job.job_id, payment.ledger_id, spec.name, job.status_url, save=arguments.save)
-        return await wait_for_job(spec, job, receipt, services, prepared.progress, save=arguments.save)
+        return await wait_for_job(
+            spec, job, receipt, services, prepared.progress, save=arguments.save, notes=inputs.notes
+        )
     return await deliver(spec, data, receipt, services, prepared.progress, save=arguments.save, notes=inputs.notes)
 
 
@@ -211,6 +213,7 @@ async def wait_for_job(
     progress: Progress,
     *,
     save: bool,
+    notes: Sequence[str] = (),
 ) -> CallToolResult:
     """Poll a paid job until it ends or X402_WAIT_SECONDS pass; then the image, or a handle to resume."""
     deadline = time.monotonic() + services.settings.wait_seconds
@@ -234,7 +237,7 @@ async def wait_for_job(
             content=[TextContent(type="text", text=text)], structured_content=handle.model_dump(mode="json")
         )
     services.ledger.update_job(job.job_id, "succeeded", result)
-    return await deliver(spec, result, receipt, services, progress, save=save, job_id=job.job_id)
+    return await deliver(spec, result, receipt, services, progress, save=save, job_id=job.job_id, notes=notes)
 
 
 async def deliver(
@@ -247,7 +250,6 @@ async def deliver(
     save: bool,
     notes: Sequence[str] = (),
     job_id: str | None = None,
-    parent_id: int | None = None,
 ) -> CallToolResult:
     """Shape the upstream's image result: saved file, preview, URL, metadata, receipt."""
     spent = receipt is not None and receipt.settled is not False
@@ -258,7 +260,9 @@ async def deliver(
     except (ValueError, ValidationError) as exc:
         log.warning("%s: unusable upstream answer: %s", spec.name, exc)
         return error_result(f"the upstream's answer is not a usable image result ({exc}).", money_spent=spent)
-    result.parent_payment_id = parent_id
+    if receipt is not None and receipt.payment_id is not None:
+        # The ledger knows which of our results this one was made from (edit chains).
+        result.parent_payment_id = services.ledger.get(receipt.payment_id).parent_id
     if job_id is not None:
         result.job = JobStatus(job_id=job_id, status="succeeded", status_url=None)
     saved: SavedImage | None = None
