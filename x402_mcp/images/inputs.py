@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from x402_mcp.images.fetch import read_capped
 from x402_mcp.images.preview import ImageError, ImageInfo, inspect_image
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I)
@@ -118,19 +119,12 @@ async def download(url: str, field: str, http: httpx.AsyncClient, max_bytes: int
         async with http.stream("GET", url, follow_redirects=True) as response:
             if response.status_code != 200:
                 raise InputError(f"{field}: {url} answered HTTP {response.status_code}; check the URL")
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise InputError(f"{field}: {url} is {declared} bytes, above the {max_bytes}-byte limit")
-            chunks: list[bytes] = []
-            total = 0
-            async for chunk in response.aiter_bytes():
-                total += len(chunk)
-                if total > max_bytes:
-                    raise InputError(f"{field}: {url} is above the {max_bytes}-byte limit (X402_MAX_INPUT_BYTES)")
-                chunks.append(chunk)
+            data = await read_capped(response, max_bytes)
     except httpx.HTTPError as exc:
         raise InputError(f"{field}: could not download {url} ({type(exc).__name__})") from None
-    return b"".join(chunks)
+    if data is None:
+        raise InputError(f"{field}: {url} is above the {max_bytes}-byte limit (X402_MAX_INPUT_BYTES)")
+    return data
 
 
 def check_image(data: bytes, field: str, what: str) -> ImageInfo:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from x402_mcp.config import is_loopback_host
+from x402_mcp.images.fetch import read_capped
 from x402_mcp.images.inputs import EXTENSIONS
 from x402_mcp.images.preview import ImageError, ImageInfo, Preview, inspect_image, make_preview
 
@@ -52,16 +53,12 @@ async def fetch_image(url: str, http: httpx.AsyncClient, *, max_bytes: int, read
             content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
             if content_type and not content_type.startswith("image/"):
                 raise OutputError(f"{url} is {content_type}, not an image")
-            chunks: list[bytes] = []
-            total = 0
-            async for chunk in response.aiter_bytes():
-                total += len(chunk)
-                if total > max_bytes:
-                    raise OutputError(f"{url} is larger than X402_MAX_OUTPUT_BYTES ({max_bytes} bytes)")
-                chunks.append(chunk)
+            data = await read_capped(response, max_bytes)
     except httpx.HTTPError as exc:
         raise OutputError(f"downloading {url} failed ({type(exc).__name__})") from None
-    return b"".join(chunks)
+    if data is None:
+        raise OutputError(f"{url} is larger than X402_MAX_OUTPUT_BYTES ({max_bytes} bytes)")
+    return data
 
 
 def output_name(tool: str, sha256: str, extension: str, now: float) -> str:

@@ -1,0 +1,20 @@
+"""Reading an HTTP body without trusting its size."""
+
+from __future__ import annotations
+
+import httpx
+
+
+async def read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:
+    """The streamed body, or None as soon as it is (or says it will be) larger than `max_bytes`."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        return None
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > max_bytes:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
