@@ -218,7 +218,7 @@ class Settings(BaseSettings):
 def parse_addresses(value: str, variable: str) -> frozenset[str]:
     """Comma-separated 0x addresses, lower-cased; ValueError naming the variable otherwise."""
     items = [item.strip() for item in value.split(",") if item.strip()]
-    bad = [item for item in items if not _ADDRESS.match(item)]
+    bad = [item for item in items if not _ADDRESS.fullmatch(item)]
     if bad or not items:
         raise ValueError(f"{variable} must be comma-separated 0x addresses; not an address: {', '.join(bad)}")
     return frozenset(item.lower() for item in items)

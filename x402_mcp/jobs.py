@@ -16,6 +16,7 @@ from urllib.parse import urljoin, urlsplit
 import anyio
 import httpx
 
+from x402_mcp import safe_json
 from x402_mcp.catalog import JobSpec, ToolSpec
 
 POLL_INTERVAL_SECONDS = 1.5
@@ -73,9 +74,9 @@ async def poll(
         if response.status_code >= 400:
             raise JobError(f"the job status endpoint answered HTTP {response.status_code}")
         try:
-            data = response.json()
+            data = safe_json.loads(response.content)
         except ValueError:
-            raise JobError("the job status is not JSON") from None
+            raise JobError("the job status is not JSON (or is nested absurdly deep)") from None
         if not isinstance(data, dict):
             raise JobError("the job status is not a JSON object")
         status = str(data.get("status", "")).lower()

@@ -69,6 +69,16 @@ def resolve_local_path(ref: str, field: str, roots: Sequence[Path]) -> Path:
         raw = unquote(parts.path)
     else:
         raw = ref
+    try:
+        return _confined(raw, field, roots)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        # A NUL byte, a name too long for the OS, a loop of links...: not a usable path.
+        raise InputError(f"{field}: {raw[:200]!r} is not a usable file path ({type(exc).__name__})") from None
+
+
+def _confined(raw: str, field: str, roots: Sequence[Path]) -> Path:
     candidate = Path(os.path.expanduser(raw))
     if not candidate.is_absolute():
         candidate = Path.cwd() / candidate
@@ -108,9 +118,12 @@ def decode_data_uri(ref: str, field: str, max_bytes: int) -> bytes:
     if len(payload) > max_bytes * 4 // 3 + 8:
         raise InputError(f"{field}: the data URI is above the {max_bytes}-byte limit (X402_MAX_INPUT_BYTES)")
     try:
-        return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+        data = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise InputError(f"{field}: the data URI's base64 data is invalid") from None
+    if len(data) > max_bytes:
+        raise InputError(f"{field}: the data URI is above the {max_bytes}-byte limit (X402_MAX_INPUT_BYTES)")
+    return data
 
 
 async def download(url: str, field: str, http: httpx.AsyncClient, max_bytes: int) -> bytes:
@@ -149,7 +162,10 @@ async def load_image(
         data = decode_data_uri(ref, field, max_bytes)
         return ImageBytes(data, check_image(data, field, "the data URI"), "data")
     path = resolve_local_path(ref, field, roots)
-    data = _read_file(path, field, max_bytes)
+    try:
+        data = _read_file(path, field, max_bytes)
+    except OSError as exc:
+        raise InputError(f"{field}: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
     return ImageBytes(data, check_image(data, field, str(path)), "file" if ref.startswith("file:") else "path", path)
 
 

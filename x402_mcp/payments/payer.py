@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 import httpx
 
+from x402_mcp import safe_json
 from x402_mcp.payments import protocol
 from x402_mcp.payments.assets import Network, format_usdc
 from x402_mcp.payments.errors import PaymentRefused, ReceiptError, UpstreamError
@@ -81,7 +82,7 @@ class UpstreamResponse:
     payment: Payment | None
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        return safe_json.loads(self.body)
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,7 @@ class Payer:
 def _error_detail(response: httpx.Response) -> str:
     """The upstream's own error text, short."""
     try:
-        data = response.json()
+        data = safe_json.loads(response.content)
     except ValueError:
         text = response.text.strip()
         return text[:300] if text else f"HTTP {response.status_code}"

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from x402_mcp import safe_json
 from x402_mcp.payments.assets import USDC, Asset, Network, format_usdc, network_for
 from x402_mcp.payments.errors import ChallengeError, PaymentRefused, ReceiptError
 
@@ -129,7 +130,7 @@ def _b64_json(value: str, what: str, error: type[Exception]) -> Any:
             raw = base64.urlsafe_b64decode(padded)
         else:
             raw = base64.b64decode(padded, validate=True)
-        return json.loads(raw)
+        return safe_json.loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise error(f"{what} is not base64-encoded JSON") from exc
 
@@ -204,7 +205,7 @@ def parse_challenge(headers: Mapping[str, str], body: bytes) -> Challenge:
         expected: X402Version = 2
     else:
         try:
-            document = json.loads(body) if body else None
+            document = safe_json.loads(body) if body else None
         except (ValueError, UnicodeDecodeError) as exc:
             raise ChallengeError("the 402 answer has no PAYMENT-REQUIRED header and no JSON body") from exc
         expected = 1
@@ -263,7 +264,7 @@ def _refusal(
     for key, known in (("name", asset.eip712_name), ("version", asset.eip712_version)):
         if key in req.extra and req.extra[key] != known:
             return f"extra.{key} {req.extra[key]!r} does not match USDC's EIP-712 {key} {known!r}", None
-    if not _ADDRESS.match(req.pay_to) or int(req.pay_to, 16) == 0:
+    if not _ADDRESS.fullmatch(req.pay_to) or int(req.pay_to, 16) == 0:
         return f"payTo {req.pay_to!r} is not an address", None
     if allowed_pay_to is not None and req.pay_to.lower() not in allowed_pay_to:
         return f"payTo {req.pay_to} is not in X402_ALLOWED_PAYTO", None

@@ -24,7 +24,7 @@ class KeyFormatError(ValueError):
 def check_private_key(key: str) -> str:
     """The key, normalised to 0x-prefixed hex, or `KeyFormatError` saying what is wrong."""
     key = key.strip()
-    if not _HEX_KEY.match(key):
+    if not _HEX_KEY.fullmatch(key):
         raise KeyFormatError("X402_PRIVATE_KEY must be 64 hex characters (optionally 0x-prefixed)")
     value = int(key.removeprefix("0x"), 16)
     if not 0 < value < _SECP256K1_ORDER:
