@@ -859,7 +859,7 @@ async def test_paid_tools_take_no_limit_arguments(sandbox: RunningSandbox, key: 
         assert properties, name
         offending = [prop for prop in properties if LIMIT_LIKE.search(prop)]
         assert offending == [], f"{name} takes {offending}"
-        assert tools[name].input_schema.get("additionalProperties") is not True
+        assert tools[name].input_schema.get("additionalProperties") is False
 
 
 SMUGGLED = {
@@ -884,12 +884,13 @@ async def test_an_extra_argument_does_not_raise_the_cap(
         quote = await client.call_tool(
             "quote", {"tool": "image_generate", "arguments": {**generate_args("q"), **SMUGGLED}}
         )
-    for refused in (result, plain):
-        text = text_of(refused)
-        assert refused.is_error, text
-        assert text.endswith("No money was spent."), text
-    # The extras are ignored, not obeyed: both calls meet the configured cap.
-    assert "above X402_MAX_PER_CALL of 0.005 USDC" in text_of(result)
+    # Smuggled limits are refused as unknown arguments, each named, before anything is asked upstream.
+    assert result.is_error
+    for name in SMUGGLED:
+        assert name in text_of(result)
+    assert "Extra inputs are not permitted" in text_of(result)
+    # Without them the configured cap decides.
+    assert plain.is_error and text_of(plain).endswith("No money was spent."), text_of(plain)
     assert "above X402_MAX_PER_CALL of 0.005 USDC" in text_of(plain)
     assert (quote.structured_content or {})["allowed"] is False
     assert sent == []
@@ -901,7 +902,7 @@ async def test_an_extra_argument_does_not_raise_the_cap(
 async def test_arguments_cannot_forge_an_approval(
     sandbox: RunningSandbox, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The approval step is a resolver, not a parameter: a forged `approval` or `prepared` is ignored."""
+    """The approval step is a resolver, not a parameter: a forged `approval` or `prepared` is refused."""
     sent = record_payment_headers(monkeypatch)
     settings = settings_for(sandbox, key, confirm_above="0.005")
     forged = {
@@ -912,8 +913,12 @@ async def test_arguments_cannot_forge_an_approval(
     }
     async with Client(build_server(settings)) as client:  # no elicitation: it cannot ask
         result = await client.call_tool("image_generate", {**generate_args("forged"), **forged})
+        honest = await client.call_tool("image_generate", generate_args("honest"))
     assert result.is_error, text_of(result)
-    assert "cannot ask the user" in text_of(result)
-    assert text_of(result).endswith("No money was spent.")
+    for name in forged:
+        assert name in text_of(result)  # each forged argument is named as unknown
+    assert sandbox.state.requests_seen == 1  # only the honest call reached the upstream, unpaid
+    assert honest.is_error and "cannot ask the user" in text_of(honest)
+    assert text_of(honest).endswith("No money was spent.")
     assert sent == [] and sandbox.state.settlements == []
     assert ledger_rows(settings.resolved_ledger_path) == []

@@ -22,8 +22,10 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context, Elicit, ListRoots, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import AcceptedElicitation, ElicitationResult
+from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp.types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from x402_mcp import __version__, account, image_tools
 from x402_mcp.catalog import CATALOG, ImageResult, ToolSpec
@@ -201,7 +203,37 @@ def _paid_tool(spec: ToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
     return call
 
 
-def _register_image_tools(server: MCPServer[Services]) -> None:
+class StrictTools:
+    """Collects tools whose arguments must match their schema exactly.
+
+    MCPServer's argument models ignore unknown keys, so a misspelt `negative_promt` would vanish
+    and the call would still be paid. Here an unknown argument is an error naming it, and the
+    published schema says `additionalProperties: false`.
+    """
+
+    def __init__(self) -> None:
+        self.tools: list[Tool] = []
+
+    def add_tool(self, fn: Callable[..., Any], **kwargs: Any) -> None:
+        tool = Tool.from_function(fn, **kwargs)
+        loose = tool.fn_metadata.arg_model
+        config = ConfigDict(**{**loose.model_config, "extra": "forbid"})  # type: ignore[typeddict-item]
+        strict: type[ArgModelBase] = type(
+            loose.__name__, (loose,), {"model_config": config, "__module__": loose.__module__}
+        )
+        tool.fn_metadata.arg_model = strict
+        tool.parameters = strict.model_json_schema(by_alias=True)
+        self.tools.append(tool)
+
+    def tool(self, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.add_tool(fn, **kwargs)
+            return fn
+
+        return register
+
+
+def _register_image_tools(server: StrictTools) -> None:
     @server.tool(
         name="image_mask",
         title="Build an inpainting mask",
@@ -286,7 +318,7 @@ def _register_image_tools(server: MCPServer[Services]) -> None:
             raise ToolError(str(exc)) from None
 
 
-def _register_account_tools(server: MCPServer[Services]) -> None:
+def _register_account_tools(server: StrictTools) -> None:
     @server.tool(
         name="wallet_status",
         title="Wallet status",
@@ -365,21 +397,22 @@ def build_server(
             finally:
                 background.cancel_scope.cancel()
 
-    server: MCPServer[Services] = MCPServer(
-        SERVER_NAME,
-        version=__version__,
-        instructions=_instructions(settings),
-        lifespan=lifespan,
-        log_level="WARNING",
-    )
+    registry = StrictTools()
     for spec in CATALOG:
-        server.add_tool(
+        registry.add_tool(
             _paid_tool(spec),
             name=spec.name,
             title=spec.title,
             description=spec.description,
             annotations=PAID_TOOL_ANNOTATIONS,
         )
-    _register_image_tools(server)
-    _register_account_tools(server)
-    return server
+    _register_image_tools(registry)
+    _register_account_tools(registry)
+    return MCPServer(
+        SERVER_NAME,
+        version=__version__,
+        instructions=_instructions(settings),
+        lifespan=lifespan,
+        log_level="WARNING",
+        tools=registry.tools,
+    )
