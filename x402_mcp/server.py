@@ -203,6 +203,25 @@ def _paid_tool(spec: ToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
     return call
 
 
+class LazyHttpClient:
+    """The server's HTTP client, made on first use: its TLS setup would otherwise delay the start."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: httpx.AsyncClient | None = None
+
+    def __call__(self) -> httpx.AsyncClient:
+        if self._client is None:
+            timeout = httpx.Timeout(self._settings.timeout, connect=self._settings.connect_timeout)
+            headers = {"User-Agent": f"x402-image-mcp/{__version__}"}
+            self._client = httpx.AsyncClient(timeout=timeout, headers=headers, follow_redirects=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
 class StrictTools:
     """Collects tools whose arguments must match their schema exactly.
 
@@ -378,13 +397,12 @@ def build_server(
     @asynccontextmanager
     async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
         async with AsyncExitStack() as stack:
-            client = http
-            if client is None:
-                timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
-                headers = {"User-Agent": f"x402-image-mcp/{__version__}"}
-                client = await stack.enter_async_context(
-                    httpx.AsyncClient(timeout=timeout, headers=headers, follow_redirects=False)
-                )
+            client: httpx.AsyncClient | LazyHttpClient
+            if http is not None:
+                client = http
+            else:
+                client = LazyHttpClient(settings)
+                stack.push_async_callback(client.aclose)
             services = Services(settings, client, ledger)
             stack.push_async_callback(services.chain.aclose)
             if ledger is None:

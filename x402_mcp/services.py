@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import httpx
 
@@ -38,14 +39,26 @@ def load_wallet(settings: Settings) -> Wallet | None:
 
 
 class Services:
-    def __init__(self, settings: Settings, http: httpx.AsyncClient, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
+        ledger: Ledger | None = None,
+    ) -> None:
         self.settings = settings
-        self.http = http
+        self._http = http
         self.ledger = ledger if ledger is not None else Ledger(settings.resolved_ledger_path)
         self.chain = ChainReader(settings.resolved_rpc_url, settings.chain.chain_id)
         self.reconciler = Reconciler(self.ledger, self.chain)
         self._wallet: Wallet | None = None
-        self.payer = Payer(http, self.wallet, settings.chain, self.ledger, settings.policy)
+        self.payer = Payer(lambda: self.http, self.wallet, settings.chain, self.ledger, settings.policy)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The shared HTTP client (created on first use when given as a factory)."""
+        if isinstance(self._http, httpx.AsyncClient):
+            return self._http
+        return self._http()
 
     def wallet(self) -> Wallet:
         """The paying wallet, loaded on first use (a keystore takes a second to decrypt)."""

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -192,17 +193,25 @@ async def finish_call(prepared: Prepared, services: Services, *, approved: bool,
         job = jobs.job_in_answer(spec, data, quote.url)
     except (ValueError, jobs.JobError) as exc:
         return error_result(f"the upstream's answer is unusable ({exc}).", money_spent=spent, payment=payment)
-    if payment is not None:
-        services.ledger.record_output(
-            payment.ledger_id, parent_id=inputs.parent_id, prompt=getattr(arguments, "prompt", None)
-        )
+    prompt = getattr(arguments, "prompt", None)
     if job is not None:
         if payment is not None:
+            # Recorded now: the job may be finished by image_job_status, after a restart.
+            services.ledger.record_output(payment.ledger_id, parent_id=inputs.parent_id, prompt=prompt)
             services.ledger.add_job(job.job_id, payment.ledger_id, spec.name, job.status_url, save=arguments.save)
         return await wait_for_job(
             spec, job, receipt, services, prepared.progress, save=arguments.save, notes=inputs.notes
         )
-    return await deliver(spec, data, receipt, services, prepared.progress, save=arguments.save, notes=inputs.notes)
+    return await deliver(
+        spec,
+        data,
+        receipt,
+        services,
+        prepared.progress,
+        save=arguments.save,
+        notes=inputs.notes,
+        lineage=(inputs.parent_id, prompt),
+    )
 
 
 async def wait_for_job(
@@ -250,8 +259,12 @@ async def deliver(
     save: bool,
     notes: Sequence[str] = (),
     job_id: str | None = None,
+    lineage: tuple[int | None, str | None] | None = None,
 ) -> CallToolResult:
-    """Shape the upstream's image result: saved file, preview, URL, metadata, receipt."""
+    """Shape the upstream's image result: saved file, preview, URL, metadata, receipt.
+
+    `lineage` is (parent payment, prompt) when known here; a resumed job finds them in the ledger.
+    """
     spent = receipt is not None and receipt.settled is not False
     try:
         if not isinstance(data.get("image_url"), str):
@@ -260,9 +273,10 @@ async def deliver(
     except (ValueError, ValidationError) as exc:
         log.warning("%s: unusable upstream answer: %s", spec.name, exc)
         return error_result(f"the upstream's answer is not a usable image result ({exc}).", money_spent=spent)
-    if receipt is not None and receipt.payment_id is not None:
-        # The ledger knows which of our results this one was made from (edit chains).
-        result.parent_payment_id = services.ledger.get(receipt.payment_id).parent_id
+    parent_id, prompt = lineage or (None, None)
+    if lineage is None and receipt is not None and receipt.payment_id is not None:
+        parent_id = services.ledger.get(receipt.payment_id).parent_id
+    result.parent_payment_id = parent_id
     if job_id is not None:
         result.job = JobStatus(job_id=job_id, status="succeeded", status_url=None)
     saved: SavedImage | None = None
@@ -281,11 +295,17 @@ async def deliver(
         except OutputError as exc:
             result.save_error = str(exc)
     if receipt is not None and receipt.payment_id is not None:
-        services.ledger.record_output(
-            receipt.payment_id,
-            image_url=result.image_url,
-            output_path=str(saved.path) if saved else None,
-            output_sha256=saved.sha256 if saved else None,
+        # One write links the payment to what it bought.
+        await anyio.to_thread.run_sync(
+            partial(
+                services.ledger.record_output,
+                receipt.payment_id,
+                image_url=result.image_url,
+                output_path=str(saved.path) if saved else None,
+                output_sha256=saved.sha256 if saved else None,
+                parent_id=parent_id,
+                prompt=prompt,
+            )
         )
     content: list[ContentBlock] = []
     if saved is not None:

@@ -170,30 +170,46 @@ class Ledger:
                 raise
             self._db.execute("COMMIT")
 
-    def _spending(self, db: sqlite3.Connection, day: str) -> Spending:
-        row = db.execute(
-            f"SELECT COALESCE(SUM(CASE WHEN day = ? THEN amount END), 0), COALESCE(SUM(amount), 0) "
-            f"FROM payments WHERE status IN {_COUNTED}",
-            (day,),
-        ).fetchone()
-        return Spending(today=int(row[0]), total=int(row[1]))
+    def _spending(self, db: sqlite3.Connection, day: str, *, with_total: bool = True) -> Spending:
+        """Today's counted total (through the (day, status) index) and, when asked, the all-time one."""
+        today = db.execute(
+            f"SELECT COALESCE(SUM(amount), 0) FROM payments WHERE day = ? AND status IN {_COUNTED}", (day,)
+        ).fetchone()[0]
+        total = 0
+        if with_total:
+            total = db.execute(f"SELECT COALESCE(SUM(amount), 0) FROM payments WHERE status IN {_COUNTED}").fetchone()[
+                0
+            ]
+        return Spending(today=int(today), total=int(total))
 
-    def spending(self) -> Spending:
+    def spending(self, *, with_total: bool = True) -> Spending:
+        """What counts against the budgets now; `with_total=False` skips the all-time sum (0 then)."""
         with self._lock:
-            return self._spending(self._db, utc_day(self._clock()))
+            return self._spending(self._db, utc_day(self._clock()), with_total=with_total)
 
     def reserve(self, reservation: Reservation, policy: Policy) -> int:
         """Record the payment as `reserved` if it fits the budgets, in one transaction."""
+        return self._insert(reservation, policy, "reserved", None)
+
+    def record_signed(self, reservation: Reservation, signature: str, policy: Policy) -> int:
+        """Record a signed authorization as `signed` if it fits the budgets: one transaction, one fsync.
+
+        The payer calls this before the signature leaves the process; a refusal means it never does.
+        """
+        return self._insert(reservation, policy, "signed", signature)
+
+    def _insert(self, reservation: Reservation, policy: Policy, status: Status, signature: str | None) -> int:
         now = self._clock()
         day = utc_day(now)
         with self._write() as db:
-            refusal = budget_refusal(policy, self._spending(db, day), reservation.amount)
+            spending = self._spending(db, day, with_total=policy.total_budget is not None)
+            refusal = budget_refusal(policy, spending, reservation.amount)
             if refusal is not None:
                 raise BudgetExceeded(refusal)
             cursor = db.execute(
                 "INSERT INTO payments (created_at, updated_at, day, tool, url, request_digest, requirement, "
-                "x402_version, amount, network, asset, pay_to, payer, nonce, valid_before, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'reserved')",
+                "x402_version, amount, network, asset, pay_to, payer, nonce, valid_before, status, signature) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     now,
                     now,
@@ -210,6 +226,8 @@ class Ledger:
                     reservation.payer,
                     reservation.nonce,
                     reservation.valid_before,
+                    status,
+                    signature,
                 ),
             )
             return int(cursor.lastrowid or 0)

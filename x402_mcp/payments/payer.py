@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import anyio
@@ -121,7 +122,7 @@ class Payer:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
         wallet: Callable[[], Wallet],
         network: Network,
         ledger: Ledger,
@@ -131,7 +132,8 @@ class Payer:
         backoff_seconds: float = 0.5,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._http = http
+        # A callable lets the owner create the client on first use (it costs ~45 ms of TLS setup).
+        self._http = http if callable(http) and not isinstance(http, httpx.AsyncClient) else (lambda: http)
         self._wallet = wallet
         self._network = network
         self._ledger = ledger
@@ -167,7 +169,8 @@ class Payer:
             limit_name=tightest.name,
             allowed_pay_to=allowed_pay_to,
         )
-        decision = decide(self._policy, self._ledger.spending(), chosen.requirement.amount)
+        spending = self._ledger.spending(with_total=self._policy.total_budget is not None)
+        decision = decide(self._policy, spending, chosen.requirement.amount)
         if decision.verdict == "deny":
             raise PaymentRefused(f"nothing was paid: {decision.reason}")
         return Quote(tool, url, body, challenge=challenge, chosen=chosen, decision=decision)
@@ -186,36 +189,31 @@ class Payer:
         auth = protocol.build_authorization(
             chosen, payer=wallet.address, now=int(self._clock()), nonce=secrets.token_bytes(32)
         )
+        await progress(f"paying {format_usdc(auth.value)} USDC")
+        signature = wallet.sign_typed_data(protocol.typed_data(chosen, auth))
+        header_name, header_value = protocol.encode_payment(quote.challenge, chosen, auth, signature)
+        reservation = Reservation(
+            tool=quote.tool,
+            url=quote.url,
+            request_digest=request_digest(quote.url, quote.body),
+            requirement=chosen.requirement.raw,
+            x402_version=quote.challenge.x402_version,
+            amount=auth.value,
+            network=chosen.network.name,
+            asset=chosen.requirement.asset,
+            pay_to=auth.to,
+            payer=auth.from_address,
+            nonce=auth.nonce,
+            valid_before=auth.valid_before,
+        )
         try:
-            ledger_id = self._ledger.reserve(
-                Reservation(
-                    tool=quote.tool,
-                    url=quote.url,
-                    request_digest=request_digest(quote.url, quote.body),
-                    requirement=chosen.requirement.raw,
-                    x402_version=quote.challenge.x402_version,
-                    amount=auth.value,
-                    network=chosen.network.name,
-                    asset=chosen.requirement.asset,
-                    pay_to=auth.to,
-                    payer=auth.from_address,
-                    nonce=auth.nonce,
-                    valid_before=auth.valid_before,
-                ),
-                self._policy,
+            # One transaction re-checks the budgets and records the signed authorization, before it
+            # leaves the process. Off the event loop: its fsync must not stall other calls.
+            ledger_id = await anyio.to_thread.run_sync(
+                partial(self._ledger.record_signed, reservation, signature, self._policy)
             )
         except BudgetExceeded as exc:
             raise PaymentRefused(f"nothing was paid: {exc}") from None
-
-        try:
-            await progress(f"paying {format_usdc(auth.value)} USDC")
-            signature = wallet.sign_typed_data(protocol.typed_data(chosen, auth))
-            header_name, header_value = protocol.encode_payment(quote.challenge, chosen, auth, signature)
-            self._ledger.mark_signed(ledger_id, signature)
-        except BaseException:
-            # Nothing left the process (failed, or cancelled before sending): the reservation is released.
-            self._ledger.mark_released(ledger_id, "not sent: the call failed or was cancelled before sending")
-            raise
         log.info(
             "payment %d: signed %s USDC to %s on %s (nonce %s)",
             ledger_id,
@@ -236,14 +234,18 @@ class Payer:
             settled=None,
             transaction=None,
         )
-        await progress("waiting for the upstream")
+        try:
+            await progress("waiting for the upstream")
+        except BaseException:
+            self._ledger.mark_released(ledger_id, "not sent: the call was cancelled before sending")
+            raise
         try:
             answer, attempts = await self._send_paid(quote, {header_name: header_value}, auth, payment)
         except BaseException as exc:
             # Lost answer, or the call was cancelled mid-flight: the header may have arrived.
             self._ledger.mark_unknown(ledger_id, f"no answer to the paid request: {type(exc).__name__}: {exc}"[:300])
             raise
-        return self._conclude(answer, attempts, payment)
+        return await self._conclude(answer, attempts, payment)
 
     async def post_json(
         self,
@@ -265,7 +267,7 @@ class Payer:
 
     async def _send(self, url: str, body: dict[str, Any], headers: dict[str, str], *, paid: bool) -> httpx.Response:
         try:
-            return await self._http.post(url, json=body, headers=headers)
+            return await self._http().post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
             if paid:
                 raise
@@ -305,7 +307,7 @@ class Payer:
             log.warning("%s; re-sending the same payment (attempt %d)", failure, attempt + 1)
             await anyio.sleep(delay)
 
-    def _conclude(self, answer: httpx.Response, attempts: int, payment: Payment) -> UpstreamResponse:
+    async def _conclude(self, answer: httpx.Response, attempts: int, payment: Payment) -> UpstreamResponse:
         ledger_id = payment.ledger_id
         try:
             receipt = protocol.decode_receipt(answer.headers)
@@ -322,11 +324,12 @@ class Payer:
         status = answer.status_code
 
         if receipt is not None and receipt.success:
-            self._ledger.mark_settled(ledger_id, receipt.transaction)
+            record = partial(self._ledger.mark_settled, ledger_id, receipt.transaction)
         elif receipt is not None:
-            self._ledger.mark_released(ledger_id, f"failure receipt: {receipt.error_reason or 'no reason'}")
+            record = partial(self._ledger.mark_released, ledger_id, f"failure receipt: {receipt.error_reason or '-'}")
         else:
-            self._ledger.mark_unknown(ledger_id, f"HTTP {status} without a receipt")
+            record = partial(self._ledger.mark_unknown, ledger_id, f"HTTP {status} without a receipt")
+        await anyio.to_thread.run_sync(record)
 
         if 200 <= status < 300:
             return UpstreamResponse(status, answer.headers, answer.content, payment)

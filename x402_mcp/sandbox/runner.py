@@ -68,7 +68,9 @@ def _connection_dropper(server: uvicorn.Server) -> Callable[[Any], bool]:
 def _bind(host: str, port: int) -> socket.socket:
     infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
     family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio turns TCP_NODELAY on for accepted connections only when the
+    # listening socket says it is TCP; with 0, small answers wait ~40 ms on Nagle's algorithm.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
