@@ -1,0 +1,253 @@
+"""Worker for benchmark 3: client CPU per paid call on a zero-latency transport.
+
+    python -m bench.cpu --variants ours,floor,official [--no-coincurve] [--split] [--profile NAME]
+
+Every variant talks to an `httpx.MockTransport` that replays the sandbox's 402 and then a 200
+with a receipt, so nothing waits on a network: `time.process_time()` around one call is the
+client's CPU for it (ledger fsyncs included, as system time). `--split` also times the pieces of
+our call on their own: signing, ledger transactions, protocol parse/encode, and httpx. Prints
+one JSON line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if "--no-coincurve" in sys.argv:
+    # As if coincurve were not installed: eth-keys falls back to its pure-Python backend.
+    sys.modules["coincurve"] = None  # type: ignore[assignment]
+
+import argparse
+import asyncio
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.clients import BODY, MOCK_URL, PRICE, ecc_backend, make, policy, replay_transport
+from bench.common import BENCH_KEY, median
+
+
+def _per_call(fn: Callable[[], Any], n: int) -> tuple[float, float]:
+    """Median CPU and wall seconds of `fn()` over n runs."""
+    cpu, wall = [], []
+    for _ in range(n):
+        c0, w0 = time.process_time(), time.perf_counter()
+        fn()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return median(cpu), median(wall)
+
+
+async def measure_calls(variants: list[str], calls: int, trials: int, warmup: int, protocol: int) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="x402-bench-"))
+    made = {v: await make(v, MOCK_URL, tmp, replay_transport(protocol)) for v in variants}
+    per_trial: dict[str, list[float]] = {v: [] for v in variants}
+    wall_trial: dict[str, list[float]] = {v: [] for v in variants}
+    try:
+        for variant in variants:
+            for _ in range(warmup):
+                await made[variant][0]()
+        for trial in range(trials):
+            shift = trial % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                call = made[variant][0]
+                cpu, wall = [], []
+                for _ in range(calls):
+                    c0, w0 = time.process_time(), time.perf_counter()
+                    await call()
+                    cpu.append(time.process_time() - c0)
+                    wall.append(time.perf_counter() - w0)
+                per_trial[variant].append(median(cpu))
+                wall_trial[variant].append(median(wall))
+    finally:
+        for _, close in made.values():
+            await close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "cpu_ms": {v: [t * 1000 for t in per_trial[v]] for v in variants},
+        "wall_ms": {v: [t * 1000 for t in wall_trial[v]] for v in variants},
+    }
+
+
+def split(n: int, protocol_version: int) -> dict[str, Any]:
+    """Our call's pieces, each timed alone on the same inputs as a real call."""
+    import httpx
+    from eth_account.messages import _hash_eip191_message, encode_typed_data
+
+    from bench import fastsign
+    from x402_mcp.payments import protocol
+    from x402_mcp.payments.assets import NETWORKS
+    from x402_mcp.payments.ledger import Ledger, Reservation
+    from x402_mcp.payments.payer import request_digest
+    from x402_mcp.payments.policy import Spending, decide
+    from x402_mcp.payments.signer import Wallet
+
+    transport = replay_transport(protocol_version)
+    with httpx.Client(transport=transport) as client:  # only to capture the canned answers
+        first = client.post(MOCK_URL, json=BODY)
+        paid = client.post(MOCK_URL, json=BODY, headers={"X-PAYMENT": "x"})
+    wallet = Wallet(BENCH_KEY)
+    network = NETWORKS["base"]
+    pol = policy()
+    challenge = protocol.parse_challenge(first.headers, first.content)
+    chosen = protocol.choose_requirement(challenge, network=network, max_amount=50_000)
+
+    def fresh_message() -> tuple[protocol.Authorization, dict[str, Any]]:
+        auth = protocol.build_authorization(
+            chosen, payer=wallet.address, now=int(time.time()), nonce=secrets.token_bytes(32)
+        )
+        return auth, protocol.typed_data(chosen, auth)
+
+    def protocol_work() -> None:
+        ch = protocol.parse_challenge(first.headers, first.content)
+        ch_chosen = protocol.choose_requirement(ch, network=network, max_amount=50_000)
+        decide(pol, Spending(0, 0), ch_chosen.requirement.amount)
+        auth = protocol.build_authorization(
+            ch_chosen, payer=wallet.address, now=int(time.time()), nonce=secrets.token_bytes(32)
+        )
+        protocol.typed_data(ch_chosen, auth)
+        request_digest(MOCK_URL, BODY)
+        protocol.encode_payment(ch, ch_chosen, auth, "0x" + "11" * 65)
+        protocol.decode_receipt(paid.headers)
+
+    messages = [fresh_message()[1] for _ in range(n)]
+    fastsign.check(BENCH_KEY, messages[0])
+    key_obj = None
+    try:
+        from eth_account import Account
+
+        key_obj = Account.from_key(BENCH_KEY)._key_obj
+    except Exception:  # pragma: no cover - eth-account internals moved
+        key_obj = None
+
+    it = iter(messages * 4)
+    results: dict[str, tuple[float, float]] = {}
+    results["signing"] = _per_call(lambda: wallet.sign_typed_data(next(it)), n)
+    results["signing: EIP-712 encode+hash (eth-account)"] = _per_call(
+        lambda: _hash_eip191_message(encode_typed_data(full_message=next(it))), n
+    )
+    if key_obj is not None:
+        digest = fastsign.digest(messages[0])
+        results["signing: ECDSA (eth-keys backend)"] = _per_call(lambda: key_obj.sign_msg_hash(digest), n)
+    fast = fastsign.FastSigner(BENCH_KEY)
+    results["signing, fast path (bench/fastsign.py)"] = _per_call(lambda: fast.sign_typed_data(next(it)), n)
+    results["protocol parse/choose/encode/decode"] = _per_call(protocol_work, n)
+
+    tmp = Path(tempfile.mkdtemp(prefix="x402-bench-ledger-"))
+    ledger = Ledger(tmp / "ledger.sqlite3")
+
+    def reservation() -> Reservation:
+        auth, _ = fresh_message()
+        return Reservation(
+            tool="image_generate",
+            url=MOCK_URL,
+            request_digest=request_digest(MOCK_URL, BODY),
+            requirement=chosen.requirement.raw,
+            x402_version=challenge.x402_version,
+            amount=PRICE,
+            network=network.name,
+            asset=chosen.requirement.asset,
+            pay_to=auth.to,
+            payer=auth.from_address,
+            nonce=auth.nonce,
+            valid_before=auth.valid_before,
+        )
+
+    reservations = iter([reservation() for _ in range(3 * n + 10)])
+
+    def ledger_as_is() -> None:
+        ledger.spending()
+        payment_id = ledger.reserve(next(reservations), pol)
+        ledger.mark_signed(payment_id, "0x" + "11" * 65)
+        ledger.mark_settled(payment_id, "0x" + "ab" * 32)
+
+    def ledger_two_commits() -> None:
+        # The proposed shape: sign before the reservation and insert the row as 'signed' with its
+        # signature in the same transaction (one commit), then the outcome (a second one).
+        # mark_released stands in for the outcome update (same statement shape, allowed from 'reserved').
+        ledger.spending()
+        payment_id = ledger.reserve(next(reservations), pol)
+        ledger.mark_released(payment_id, "outcome")
+
+    def ledger_two_commits_relaxed_outcome() -> None:
+        # ...and the outcome committed with synchronous=NORMAL: losing it in a power cut leaves the
+        # row 'signed' (counted against the budget until reconciliation), never under-counted.
+        ledger.spending()
+        payment_id = ledger.reserve(next(reservations), pol)
+        ledger._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            ledger.mark_released(payment_id, "outcome")
+        finally:
+            ledger._db.execute("PRAGMA synchronous=FULL")
+
+    results["ledger: budget read + 3 write transactions (as is)"] = _per_call(ledger_as_is, n)
+    results["ledger: 2 commits (proposed)"] = _per_call(ledger_two_commits, n)
+    results["ledger: 2 commits, outcome synchronous=NORMAL (proposed)"] = _per_call(
+        ledger_two_commits_relaxed_outcome, n
+    )
+    ledger.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {name: {"cpu_ms": cpu * 1000, "wall_ms": wall * 1000} for name, (cpu, wall) in results.items()}
+
+
+def run_profile(name: str, variant: str, calls: int, protocol_version: int) -> dict[str, Any]:
+    from bench.profiling import profile
+
+    async def body() -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="x402-bench-"))
+        call, close = await make(variant, MOCK_URL, tmp, replay_transport(protocol_version))
+        try:
+            for _ in range(calls):
+                await call()
+        finally:
+            await close()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    asyncio.run(_warm(variant, protocol_version))
+    title = (
+        f"{variant} client, {calls} paid calls on the zero-latency mock transport (eth-keys backend: {ecc_backend()})"
+    )
+    return profile(name, title, lambda: asyncio.run(body()))
+
+
+async def _warm(variant: str, protocol_version: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="x402-bench-"))
+    call, close = await make(variant, MOCK_URL, tmp, replay_transport(protocol_version))
+    try:
+        for _ in range(5):
+            await call()
+    finally:
+        await close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variants", default="ours,floor,official")
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--protocol", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--split", type=int, default=0, help="also time our call's pieces, this many runs each")
+    parser.add_argument("--profile", help="instead: profile --calls calls of the one variant, save as NAME")
+    parser.add_argument("--no-coincurve", action="store_true")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    if args.profile:
+        result: dict[str, Any] = run_profile(args.profile, variants[0], args.calls, args.protocol)
+    else:
+        result = asyncio.run(measure_calls(variants, args.calls, args.trials, args.warmup, args.protocol))
+        if args.split:
+            result["split"] = split(args.split, args.protocol)
+    result["backend"] = ecc_backend()
+    import json
+
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
