@@ -116,3 +116,11 @@ def test_readme_documents_every_tool_and_variable() -> None:
     for name in Settings.model_fields:
         if name != "per_tool":
             assert f"`X402_{name.upper()}`" in readme
+
+
+def test_an_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    Path(".env").write_text("X402_TOTAL_BUDGET=\nX402_DAILY_BUDGET=5\n")
+    monkeypatch.setenv("X402_RPC_URL", "")
+    settings = load_settings()
+    assert settings.total_budget is None and settings.rpc_url is None
+    assert settings.policy.daily_budget == 5_000_000

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from x402_mcp.payments.assets import NETWORKS, Network, NetworkName, usdc_to_atomic
 from x402_mcp.payments.policy import Policy
@@ -44,14 +43,10 @@ class ConfigError(Exception):
     """Configuration that cannot start the server; the message names each variable."""
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="X402_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        case_sensitive=False,
-    )
+class Settings(BaseModel):
+    """Every X402_* variable, as a field named without the prefix (X402_MAX_PER_CALL -> max_per_call)."""
+
+    model_config = ConfigDict(extra="ignore")
 
     private_key: SecretStr | None = Field(None, description="Hex private key of the paying wallet.")
     base_url: str = Field(DEFAULT_BASE_URL, description="Base URL of the x402 image endpoints.")
@@ -235,20 +230,33 @@ def check_url(value: str, variable: str) -> str:
     return value
 
 
-def _per_tool_variables() -> dict[str, str]:
-    """X402_PATH_* and X402_ALLOWED_PAYTO_* from .env, then the environment (which wins)."""
+ENV_PREFIX = "X402_"
+
+
+def _environment() -> dict[str, str]:
+    """X402_* variables from .env in the working directory, then the environment (which wins)."""
     from dotenv import dotenv_values
 
     found = {k.upper(): v for k, v in dotenv_values(".env").items() if v is not None}
     found.update({k.upper(): v for k, v in os.environ.items()})
-    return {k: v for k, v in found.items() if k.startswith((PATH_PREFIX, PAYTO_PREFIX))}
+    return {k: v for k, v in found.items() if k.startswith(ENV_PREFIX)}
+
+
+def _fields_from(variables: dict[str, str]) -> dict[str, Any]:
+    """Variables to Settings fields; the per-tool ones (X402_PATH_*, X402_ALLOWED_PAYTO_*) kept whole."""
+    fields: dict[str, Any] = {}
+    for name, value in variables.items():
+        field = name.removeprefix(ENV_PREFIX).lower()
+        if field in Settings.model_fields and field != "per_tool" and value.strip():
+            fields[field] = value  # an empty `X402_TOTAL_BUDGET=` means unset, as a user expects
+    fields["per_tool"] = {k: v for k, v in variables.items() if k.startswith((PATH_PREFIX, PAYTO_PREFIX))}
+    return fields
 
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from env and .env (and keyword overrides), or a `ConfigError` naming each bad variable."""
-    overrides.setdefault("per_tool", _per_tool_variables())
     try:
-        return Settings(**overrides)
+        return Settings(**{**_fields_from(_environment()), **overrides})
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
