@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import socket
+import subprocess
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -84,6 +89,45 @@ def server_env(sandbox: RunningSandbox, key: str | None, **extra: str) -> dict[s
 
 
 SERVER_COMMAND = [sys.executable, "-m", "x402_mcp"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def http_server(transport: str, env: dict[str, str]) -> Iterator[str]:
+    """`python -m x402_mcp --transport <transport>` on a free loopback port; yields its base URL."""
+    port = free_port()
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            [*SERVER_COMMAND, "--transport", transport, "--port", str(port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,  # a file, not a pipe: a chatty server must never block on a full pipe
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        stderr.seek(0)
+                        raise RuntimeError(f"the {transport} server did not start: {stderr.read()[-2000:]!r}") from None
+                    time.sleep(0.1)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
 
 
 def text_of(result: Any) -> str:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, SERVER_COMMAND, server_env
+from tests.conftest import REPO, SERVER_COMMAND, http_server, server_env
 from tests.test_tools import FREE_TOOLS, PAID_TOOLS
-from tests.test_transports import TOKEN, http_server
+from tests.test_transports import TOKEN
 from x402_mcp.sandbox import RunningSandbox
 
 INSPECTOR = REPO / "tests" / "inspector" / "node_modules" / ".bin" / "mcp-inspector"

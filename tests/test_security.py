@@ -17,13 +17,11 @@ import asyncio
 import base64
 import os
 import shutil
-import socket
 import sqlite3
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.conftest import SERVER_COMMAND, png_bytes, server_env, settings_for, text_of
+from tests.conftest import SERVER_COMMAND, http_server, png_bytes, server_env, settings_for, text_of
 from x402_mcp.images.inputs import InputError, resolve_local_path
 from x402_mcp.images.outputs import OutputError, output_name, save_image, write_exclusive
 from x402_mcp.sandbox import RunningSandbox
@@ -44,43 +42,6 @@ REFUSED = {401, 403, 421, 400}
 
 
 # --- (a) HTTP transports ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def http_server(transport: str, env: dict[str, str]) -> Iterator[str]:
-    """`python -m x402_mcp --transport <transport>` on a free loopback port; its base URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [*SERVER_COMMAND, "--transport", transport, "--port", str(port)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the {transport} server did not start") from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def initialize(request_id: int = 1) -> dict[str, Any]:
