@@ -8,23 +8,33 @@ from an upstream, a 402 challenge, a receipt or a job status goes through here f
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 MAX_DEPTH = 64
 
 
+_STRUCTURE = re.compile(rb'["\\\[\]{}]')
+
+
 def nesting_depth(text: str | bytes, limit: int = MAX_DEPTH) -> int:
-    """The deepest [ / { nesting outside strings, counting no further than `limit` + 1."""
+    """The deepest [ / { nesting outside strings, counting no further than `limit` + 1.
+
+    Only the structural bytes are visited (a regex finds them), so ordinary bodies cost microseconds.
+    """
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
     depth = deepest = 0
-    in_string = escaped = False
-    for byte in data:
+    in_string = False
+    skip_until = -1
+    for match in _STRUCTURE.finditer(data):
+        position = match.start()
+        if position < skip_until:
+            continue  # the character escaped by a backslash
+        byte = data[position]
         if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
+            if byte == 0x5C:  # backslash: the next byte is escaped
+                skip_until = position + 2
+            elif byte == 0x22:
                 in_string = False
         elif byte == 0x22:
             in_string = True
