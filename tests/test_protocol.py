@@ -319,3 +319,28 @@ def test_keys_are_checked_without_echoing_them() -> None:
         with pytest.raises(KeyFormatError) as error:
             check_private_key(bad)
         assert bad not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        (b"[]", 1),
+        (b'{"a": [1, {"b": "x[y"}]}', 3),
+        (b'"\\"[[["', 0),  # brackets inside a string, after an escaped quote
+        (b'{"s": "a\\\\"}', 1),  # an escaped backslash ends before the closing quote
+        (b'[[["\\\\"]]]', 3),
+        (b"[" * 70 + b"]" * 70, 65),  # counting stops past the limit
+    ],
+)
+def test_nesting_depth_skips_strings_and_stops_early(text: bytes, depth: int) -> None:
+    from x402_mcp.safe_json import nesting_depth
+
+    assert nesting_depth(text, 64) == depth
+
+
+def test_deep_json_is_refused_before_parsing() -> None:
+    from x402_mcp.safe_json import loads
+
+    assert loads(b"[" * 64 + b"]" * 64) is not None
+    with pytest.raises(ValueError, match="nested deeper"):
+        loads(b"[" * 200_000)
