@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from typing import Any
 
@@ -344,3 +345,27 @@ def test_deep_json_is_refused_before_parsing() -> None:
     assert loads(b"[" * 64 + b"]" * 64) is not None
     with pytest.raises(ValueError, match="nested deeper"):
         loads(b"[" * 200_000)
+
+
+@pytest.mark.parametrize("network", ["base", "base-sepolia"])
+def test_wallet_signatures_are_byte_identical_to_eth_accounts(network: str) -> None:
+    """The wallet signs the digest with a cached libsecp256k1 key; eth-account must agree exactly."""
+    from eth_account import Account
+
+    chain = NETWORKS[network]  # type: ignore[index]
+    asset = USDC[chain.chain_id]
+    challenge = protocol.parse_challenge(
+        {},
+        v1_body(
+            v1_requirement(network=network, asset=asset.address, extra={"name": asset.eip712_name, "version": "2"})
+        ),
+    )
+    chosen = choose(challenge, network=network)
+    for _ in range(5):
+        key = new_private_key()
+        auth = protocol.build_authorization(
+            chosen, payer=Wallet(key).address, now=int(time.time()), nonce=os.urandom(32)
+        )
+        message = protocol.typed_data(chosen, auth)
+        expected = "0x" + bytes(Account.from_key(key).sign_typed_data(full_message=message).signature).hex()
+        assert Wallet(key).sign_typed_data(message) == expected

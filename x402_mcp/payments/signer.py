@@ -35,11 +35,12 @@ def check_private_key(key: str) -> str:
 class Wallet:
     """A private key and the signatures it makes."""
 
-    __slots__ = ("__account", "__key", "__lock")
+    __slots__ = ("__account", "__key", "__lock", "__secp256k1")
 
     def __init__(self, private_key: str) -> None:
         self.__key = check_private_key(private_key)
         self.__account: LocalAccount | None = None
+        self.__secp256k1: Any = None
         self.__lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -59,9 +60,26 @@ class Wallet:
         return str(self._account().address)
 
     def sign_typed_data(self, full_message: dict[str, Any]) -> str:
-        """A 65-byte signature, 0x-hex, over an EIP-712 message."""
-        signed = self._account().sign_typed_data(full_message=full_message)
-        return "0x" + bytes(signed.signature).hex()
+        """A 65-byte signature (r, s, v), 0x-hex, over an EIP-712 message.
+
+        eth-account encodes and hashes the typed data; libsecp256k1 (coincurve, kept loaded with the
+        key) signs the digest. This is what eth-account itself does on its coincurve backend, without
+        rebuilding the key object for every signature.
+        """
+        from eth_account.messages import _hash_eip191_message, encode_typed_data
+
+        digest = _hash_eip191_message(encode_typed_data(full_message=full_message))
+        signature: bytes = self._secp256k1_key().sign_recoverable(digest, hasher=None)
+        r_s, recovery = signature[:64], signature[64]
+        return f"0x{r_s.hex()}{27 + recovery:02x}"
+
+    def _secp256k1_key(self) -> Any:
+        with self.__lock:
+            if self.__secp256k1 is None:
+                from coincurve import PrivateKey
+
+                self.__secp256k1 = PrivateKey(bytes.fromhex(self.__key[2:]))
+            return self.__secp256k1
 
 
 def new_private_key() -> str:
