@@ -80,7 +80,7 @@ def test_a_bad_key_stops_the_server_without_quoting_it() -> None:
 def test_import_prints_nothing_and_loads_no_heavy_modules() -> None:
     probe = (
         "import sys; import x402_mcp.cli, x402_mcp.server, x402_mcp.sandbox;"
-        "heavy = [m for m in ('eth_account', 'web3', 'PIL', 'eth_keys') if m in sys.modules];"
+        "heavy = [m for m in ('eth_account', 'web3', 'PIL', 'eth_keys', 'httpx') if m in sys.modules];"
         "sys.stderr.write(repr(heavy))"
     )
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-
-import httpx
+from typing import TYPE_CHECKING
 
 from x402_mcp.catalog import ToolSpec
 from x402_mcp.config import Settings, check_url
@@ -17,6 +16,9 @@ from x402_mcp.payments.payer import Limit, Payer
 from x402_mcp.payments.policy import allowed_pay_to
 from x402_mcp.payments.reconcile import Reconciler
 from x402_mcp.payments.signer import Wallet
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: it costs ~40 ms at start
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +58,7 @@ class Services:
     @property
     def http(self) -> httpx.AsyncClient:
         """The shared HTTP client (created on first use when given as a factory)."""
-        if isinstance(self._http, httpx.AsyncClient):
-            return self._http
-        return self._http()
+        return self._http() if callable(self._http) else self._http  # a client itself is not callable
 
     def wallet(self) -> Wallet:
         """The paying wallet, loaded on first use (a keystore takes a second to decrypt)."""

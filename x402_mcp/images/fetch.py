@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import httpx
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: it costs ~40 ms at start
 
 
 async def read_capped(response: httpx.Response, max_bytes: int) -> bytes | None:

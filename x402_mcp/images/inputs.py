@@ -18,12 +18,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
-
-import httpx
 
 from x402_mcp.images.fetch import read_capped
 from x402_mcp.images.preview import ImageError, ImageInfo, inspect_image
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: it costs ~40 ms at start
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I)
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
@@ -128,6 +130,8 @@ def decode_data_uri(ref: str, field: str, max_bytes: int) -> bytes:
 
 async def download(url: str, field: str, http: httpx.AsyncClient, max_bytes: int) -> bytes:
     """An input image from the web, bounded in size (needed to check masks and their source size)."""
+    import httpx
+
     try:
         async with http.stream("GET", url, follow_redirects=True) as response:
             if response.status_code != 200:
@@ -181,6 +185,8 @@ class Uploader:
     headers: dict[str, str]
 
     async def upload(self, data: bytes, mime_type: str, field: str, http: httpx.AsyncClient) -> str:
+        import httpx
+
         target = f"{self.url.rstrip('/')}/{hashlib.sha256(data).hexdigest()}.{EXTENSIONS[mime_type]}"
         try:
             response = await http.put(target, content=data, headers={**self.headers, "Content-Type": mime_type})

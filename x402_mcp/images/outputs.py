@@ -12,14 +12,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import httpx
 
 from x402_mcp.config import is_loopback_host
 from x402_mcp.images.fetch import read_capped
 from x402_mcp.images.inputs import EXTENSIONS
 from x402_mcp.images.preview import ImageError, ImageInfo, Preview, inspect_image, make_preview
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: it costs ~40 ms at start
 
 
 class OutputError(Exception):
@@ -45,6 +47,8 @@ def check_download_url(url: str) -> None:
 
 
 async def fetch_image(url: str, http: httpx.AsyncClient, *, max_bytes: int, read_timeout: float) -> bytes:
+    import httpx
+
     check_download_url(url)
     try:
         async with http.stream("GET", url, timeout=read_timeout, follow_redirects=False) as response:

@@ -21,10 +21,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from x402_mcp import safe_json
 from x402_mcp.payments import protocol
@@ -33,6 +32,9 @@ from x402_mcp.payments.errors import PaymentRefused, ReceiptError, UpstreamError
 from x402_mcp.payments.ledger import BudgetExceeded, Ledger, Reservation
 from x402_mcp.payments.policy import Decision, Policy, decide
 from x402_mcp.payments.signer import Wallet
+
+if TYPE_CHECKING:
+    import httpx  # imported where used: it costs ~40 ms at start
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +135,7 @@ class Payer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         # A callable lets the owner create the client on first use (it costs ~45 ms of TLS setup).
-        self._http = http if callable(http) and not isinstance(http, httpx.AsyncClient) else (lambda: http)
+        self._http = http if callable(http) else (lambda: http)  # a client itself is not callable
         self._wallet = wallet
         self._network = network
         self._ledger = ledger
@@ -266,6 +268,8 @@ class Payer:
     # --- transport -------------------------------------------------------------------------
 
     async def _send(self, url: str, body: dict[str, Any], headers: dict[str, str], *, paid: bool) -> httpx.Response:
+        import httpx
+
         try:
             return await self._http().post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
@@ -280,6 +284,8 @@ class Payer:
         self, quote: Quote, headers: dict[str, str], auth: protocol.Authorization, payment: Payment
     ) -> tuple[httpx.Response, int]:
         """Send the signed request; re-send the SAME header after a lost answer, while valid."""
+        import httpx
+
         attempt = 0
         while True:
             attempt += 1
