@@ -159,16 +159,27 @@ class Ledger:
             self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: other writers (in any process) wait until it ends."""
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: other writers (in any process) wait until it ends.
+
+        `durable=False` skips the fsync (WAL, synchronous=NORMAL: safe against a crash of the
+        process, not of the machine). Only for updates whose loss is harmless: an outcome or an
+        output link lost to a power cut leaves the row `signed`, still counted and reconcilable.
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     def _spending(self, db: sqlite3.Connection, day: str, *, with_total: bool = True) -> Spending:
         """Today's counted total (through the (day, status) index) and, when asked, the all-time one."""
@@ -239,6 +250,7 @@ class Ledger:
         fields: dict[str, Any],
         *,
         settled_already: tuple[Status, ...] = (),
+        durable: bool = False,
     ) -> None:
         """Move a row from one of `expected`; a row already in `settled_already` is left as it is.
 
@@ -248,7 +260,7 @@ class Ledger:
         fields = {**fields, "updated_at": self._clock()}
         assignments = ", ".join(f"{name} = ?" for name in fields)
         placeholders = ", ".join("?" for _ in expected)
-        with self._write() as db:
+        with self._write(durable=durable) as db:
             cursor = db.execute(
                 f"UPDATE payments SET {assignments} WHERE id = ? AND status IN ({placeholders})",
                 (*fields.values(), payment_id, *expected),
@@ -261,7 +273,8 @@ class Ledger:
             raise LookupError(f"payment {payment_id} is not in status {expected}")
 
     def mark_signed(self, payment_id: int, signature: str) -> None:
-        self._update(payment_id, ("reserved",), {"status": "signed", "signature": signature})
+        # Durable: this is the record of a signature about to leave the process.
+        self._update(payment_id, ("reserved",), {"status": "signed", "signature": signature}, durable=True)
 
     def mark_settled(self, payment_id: int, transaction: str | None, note: str | None = None) -> None:
         fields: dict[str, Any] = {"status": "settled", "note": note}
@@ -358,7 +371,7 @@ class Ledger:
             )
 
     def update_job(self, job_id: str, status: str, result: dict[str, Any] | None = None) -> None:
-        with self._write() as db:
+        with self._write(durable=False) as db:
             db.execute(
                 "UPDATE jobs SET status = ?, result = COALESCE(?, result), updated_at = ? WHERE job_id = ?",
                 (status, json.dumps(result) if result is not None else None, self._clock(), job_id),
