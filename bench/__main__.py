@@ -524,11 +524,11 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
         asis = Stat.of(runners["sandbox-asis"]["per_trial_ms"]["unpaid"])
         fixed = Stat.of(runners["sandbox"]["per_trial_ms"]["unpaid"])
         add("")
-        add(f"Sandbox runner: one unpaid round trip (the 402) takes {_ms(asis)} against `running_sandbox` as shipped")
-        add(f"and {_ms(fixed)} against the same app on a listening socket made with proto=IPPROTO_TCP")
+        add(f"Sandbox runner: one unpaid round trip (the 402) takes {_ms(asis)} against `running_sandbox`")
+        add(f"and {_ms(fixed)} against the same app on a listening socket made here with proto=IPPROTO_TCP")
         add("(`bench/upstream.py`): asyncio sets TCP_NODELAY on accepted sockets only when the listening socket's")
-        add("proto is IPPROTO_TCP, and `sandbox/runner.py::_bind` makes it with proto 0, so uvicorn's two writes")
-        add("per response meet the client's delayed ACK. The benchmarks below use the fixed runner.")
+        add("proto is IPPROTO_TCP. `sandbox/runner.py::_bind` used proto 0 (uvicorn's two writes per response then")
+        add("met the client's delayed ACK, ~40 ms); it now passes IPPROTO_TCP, so the two figures should agree.")
         add("")
 
     if cpu:
@@ -556,8 +556,8 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
             httpx_cpu = Stat.of(cpu["main"]["cpu_ms"]["floor"]).median
             parts = {
                 "signing (`Wallet.sign_typed_data`)": split["signing"]["cpu_ms"],
-                "ledger: budget read + 3 write transactions with fsync": split[
-                    "ledger: budget read + 3 write transactions (as is)"
+                "ledger: budget read, signed record (fsync), outcome": split[
+                    "ledger: budget read + signed record (fsync) + outcome (as is)"
                 ]["cpu_ms"],
                 "protocol: parse, choose, build, encode, decode": split["protocol parse/choose/encode/decode"][
                     "cpu_ms"
@@ -576,14 +576,16 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
             for name, value in parts.items():
                 wall = ""
                 if name.startswith("ledger"):
-                    wall = f"{split['ledger: budget read + 3 write transactions (as is)']['wall_ms']:.3f}"
+                    wall = f"{split['ledger: budget read + signed record (fsync) + outcome (as is)']['wall_ms']:.3f}"
                 add(f"| {name} | {value:.3f} | {value / total:.0%} | {wall} |")
             add(
                 f"| everything else (Payer bookkeeping, dataclasses, asyncio, logging) | {rest:.3f} | "
                 f"{rest / total:.0%} | |"
             )
             add("")
-            add("Pieces of the pieces, and what the proposed fixes would cost (measured here, not yet in the product):")
+            add(
+                "Pieces of the pieces: signing variants, and the ledger as shipped vs before the profile-driven change:"
+            )
             add("")
             add("| measurement | CPU ms | wall ms |")
             add("|---|---|---|")
