@@ -124,3 +124,30 @@ def test_an_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings.total_budget is None and settings.rpc_url is None
     assert settings.policy.daily_budget == 5_000_000
+
+
+def test_the_cycle_collector_is_paused_only_while_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from x402_mcp import cli, transports
+
+    seen: dict[str, bool] = {}
+
+    def serve_probe(*_: object) -> None:  # stands in for the transport loop: what state does it start in?
+        seen["enabled"] = gc.isenabled()
+        seen["frozen"] = gc.get_freeze_count() > 0
+
+    monkeypatch.setattr(transports, "serve", serve_probe)
+    monkeypatch.setenv("X402_PRIVATE_KEY", new_private_key())
+    try:
+        with pytest.raises(SystemExit) as ended:
+            cli.main(["serve"])
+        assert ended.value.code == 0
+        assert seen == {"enabled": True, "frozen": True}
+        assert gc.isenabled()
+        with pytest.raises(SystemExit):
+            cli.main(["--version"])  # argparse exits mid-way: the collector comes back all the same
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()
