@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from x402_mcp.payments.ledger import BudgetExceeded, Ledger, Reservation
-from x402_mcp.payments.policy import Policy
+from x402_mcp.payments.policy import Policy, Spending
 
 POLICY = Policy(max_per_call=100_000, daily_budget=50_000, total_budget=None, confirm_above=100_000)
 
@@ -63,7 +64,13 @@ def test_only_the_signed_record_waits_for_the_disk(tmp_path: Path) -> None:
     payment = ledger.record_signed(reservation(1), "0xsig", POLICY)
     ledger.mark_settled(payment, "0xtx")
     ledger.record_output(payment, image_url="http://127.0.0.1:9/a.png")
-    assert synchronous_mode(tmp_path, ledger) == full  # restored after each relaxed update
+    assert synchronous_mode(tmp_path, ledger) == full  # the signed record's connection never relaxes
+    normal = 1
+    assert int(ledger._relaxed.execute("PRAGMA synchronous").fetchone()[0]) == normal
+    reopened = Ledger(tmp_path / "l.sqlite3")  # what the relaxed connection wrote is there for a new reader
+    row = reopened.get(payment)
+    assert row.status == "settled" and row.transaction_hash == "0xtx" and row.image_url == "http://127.0.0.1:9/a.png"
+    reopened.close()
     ledger.close()
 
 
@@ -97,3 +104,72 @@ def test_jobs_survive_reopening(tmp_path: Path) -> None:
     assert job is not None and job.result == {"image_url": "http://127.0.0.1:9/c.png"}
     assert reopened.get_job("nope") is None
     reopened.close()
+
+
+def summed_by_day(ledger: Ledger) -> dict[str, int]:
+    """The budgets' figures the slow way: summing the payments themselves."""
+    rows = ledger._db.execute(
+        "SELECT day, SUM(amount) FROM payments WHERE status IN ('reserved', 'signed', 'settled', 'unknown') "
+        "GROUP BY day"
+    )
+    return {day: amount for day, amount in rows}
+
+
+def kept_by_day(ledger: Ledger) -> dict[str, int]:
+    return {day: amount for day, amount in ledger._db.execute("SELECT day, amount FROM counted_by_day") if amount}
+
+
+def test_the_per_day_totals_follow_every_status_move(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(402)
+    now = [1_750_000_000.0]
+    ledger = Ledger(tmp_path / "l.sqlite3", clock=lambda: now[0])
+    unlimited = Policy(max_per_call=10**9, daily_budget=10**15, total_budget=None, confirm_above=10**9)
+    moves = (ledger.mark_settled, ledger.mark_released, ledger.mark_unknown)
+    ids: list[int] = []
+    for step in range(400):
+        if step % 50 == 0:
+            now[0] += 86_400 * rng.choice((0, 1))  # some days get several rows, across midnight
+        if not ids or rng.random() < 0.4:
+            ids.append(ledger.record_signed(reservation(step + 1, rng.randint(1, 90_000)), "0xsig", unlimited))
+            continue
+        payment, move = rng.choice(ids), rng.choice(moves)
+        with contextlib.suppress(LookupError):  # a move the ledger refuses (released -> signed, say)
+            move(payment, "0xtx" if move is ledger.mark_settled else "moved")  # type: ignore[operator]
+        assert kept_by_day(ledger) == summed_by_day(ledger), f"after step {step}"
+    ledger._db.execute("DELETE FROM payments WHERE id = ?", (ids[0],))
+    assert kept_by_day(ledger) == summed_by_day(ledger)
+    today = summed_by_day(ledger).get(ledger._db.execute("SELECT MAX(day) FROM payments").fetchone()[0], 0)
+    assert ledger.spending() == Spending(today=today, total=sum(summed_by_day(ledger).values()))
+    assert len(summed_by_day(ledger)) > 1
+    ledger.close()
+
+
+def test_a_ledger_from_before_the_per_day_totals_is_counted_on_opening(tmp_path: Path) -> None:
+    from x402_mcp.payments import ledger as ledger_module
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(ledger_module.SCHEMA)  # the schema as it was: payments, jobs, indexes, no totals
+    columns = (
+        "created_at, updated_at, day, tool, url, request_digest, requirement, x402_version, amount, network, "
+        "asset, pay_to, payer, nonce, valid_before, status"
+    )
+    for nonce, (day, amount, status) in enumerate(
+        [("2026-11-20", 10_000, "settled"), ("2026-11-21", 20_000, "unknown"), ("2026-11-21", 5_000, "released")]
+    ):
+        old.execute(
+            f"INSERT INTO payments ({columns}) "
+            "VALUES (0, 0, ?, 't', 'u', 'd', '{}', 1, ?, 'base', 'a', 'p', 'f', ?, 0, ?)",
+            (day, amount, f"0x{nonce:064x}", status),
+        )
+    old.commit()
+    old.close()
+    reopened = Ledger(path, clock=lambda: 1_795_262_400.0)  # 2026-11-21 UTC
+    assert reopened.spending().today == 20_000 and reopened.spending().total == 30_000
+    assert kept_by_day(reopened) == summed_by_day(reopened) == {"2026-11-20": 10_000, "2026-11-21": 20_000}
+    reopened.close()
+    again = Ledger(path, clock=lambda: 1_795_262_400.0)  # counted once, not twice
+    assert again.spending().total == 30_000
+    again.close()

@@ -369,3 +369,23 @@ def test_wallet_signatures_are_byte_identical_to_eth_accounts(network: str) -> N
         message = protocol.typed_data(chosen, auth)
         expected = "0x" + bytes(Account.from_key(key).sign_typed_data(full_message=message).signature).hex()
         assert Wallet(key).sign_typed_data(message) == expected
+
+
+def test_domains_alternating_in_one_process_each_sign_under_their_own() -> None:
+    """The domain separator is kept per domain: a payment on one chain never signs under another's."""
+    from eth_account import Account
+
+    key = new_private_key()
+    wallet = Wallet(key)
+    for network in ["base", "base-sepolia", "base", "base-sepolia"]:
+        chain = NETWORKS[network]  # type: ignore[index]
+        asset = USDC[chain.chain_id]
+        extra = {"name": asset.eip712_name, "version": "2"}
+        challenge = protocol.parse_challenge(
+            {}, v1_body(v1_requirement(network=network, asset=asset.address, extra=extra))
+        )
+        chosen = choose(challenge, network=network)
+        auth = protocol.build_authorization(chosen, payer=wallet.address, now=int(time.time()), nonce=os.urandom(32))
+        message = protocol.typed_data(chosen, auth)
+        expected = "0x" + bytes(Account.from_key(key).sign_typed_data(full_message=message).signature).hex()
+        assert wallet.sign_typed_data(message) == expected, network

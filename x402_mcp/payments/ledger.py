@@ -72,6 +72,39 @@ CREATE INDEX IF NOT EXISTS payments_output_sha256 ON payments(output_sha256);
 
 _COUNTED = "(" + ", ".join(f"'{s}'" for s in COUNTED_STATUSES) + ")"
 
+# What counts against the budgets, per UTC day, kept by triggers in the same transaction as the row
+# that changes it: a budget check reads one row, however long the history (summing the payments
+# took 2 ms at 10,000 rows and 23 ms at 100,000). Only a move into or out of a counted status, or a
+# change of amount or day, touches it; signed -> settled does not.
+COUNTED_BY_DAY = f"""
+CREATE TABLE IF NOT EXISTS counted_by_day (
+    day             TEXT PRIMARY KEY,
+    amount          INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS counted_on_insert AFTER INSERT ON payments
+WHEN NEW.status IN {_COUNTED}
+BEGIN
+    INSERT INTO counted_by_day (day, amount) VALUES (NEW.day, NEW.amount)
+        ON CONFLICT (day) DO UPDATE SET amount = amount + excluded.amount;
+END;
+CREATE TRIGGER IF NOT EXISTS counted_on_update AFTER UPDATE OF status, amount, day ON payments
+WHEN (OLD.status IN {_COUNTED}) != (NEW.status IN {_COUNTED}) OR OLD.amount != NEW.amount OR OLD.day != NEW.day
+BEGIN
+    UPDATE counted_by_day SET amount = amount - OLD.amount WHERE day = OLD.day AND OLD.status IN {_COUNTED};
+    INSERT INTO counted_by_day (day, amount) SELECT NEW.day, NEW.amount WHERE NEW.status IN {_COUNTED}
+        ON CONFLICT (day) DO UPDATE SET amount = amount + excluded.amount;
+END;
+CREATE TRIGGER IF NOT EXISTS counted_on_delete AFTER DELETE ON payments
+WHEN OLD.status IN {_COUNTED}
+BEGIN
+    UPDATE counted_by_day SET amount = amount - OLD.amount WHERE day = OLD.day;
+END;
+"""
+
+#: PRAGMA user_version of a ledger whose counted_by_day is complete. A ledger written before it
+#: existed is counted once, from its payments, when it is first opened.
+SCHEMA_VERSION = 1
+
 
 class BudgetExceeded(Exception):
     """The reservation would break a budget; nothing was written."""
@@ -150,12 +183,43 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a signed authorization must survive power loss
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        self._migrate()
+        # A second connection for the writes whose loss is harmless (see `_write`): synchronous is a
+        # per-connection setting, so no write has to switch it (two statements) and switch it back.
+        self._relaxed = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        self._relaxed.row_factory = sqlite3.Row
+        self._relaxed.execute("PRAGMA synchronous=NORMAL")
+        self._relaxed.execute("PRAGMA foreign_keys=ON")
         with contextlib.suppress(OSError):  # a filesystem without modes
             path.chmod(0o600)
 
+    def _migrate(self) -> None:
+        """Create the schema, and count an older ledger's payments into counted_by_day, once.
+
+        One IMMEDIATE transaction: a second process opening the file at the same time waits, then
+        finds the work done.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                for statement in _statements(SCHEMA + COUNTED_BY_DAY):
+                    db.execute(statement)
+                db.execute("DELETE FROM counted_by_day")
+                db.execute(
+                    "INSERT INTO counted_by_day (day, amount) "
+                    f"SELECT day, SUM(amount) FROM payments WHERE status IN {_COUNTED} GROUP BY day"
+                )
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
     def close(self) -> None:
         with self._lock:
+            self._relaxed.close()
             self._db.close()
 
     @contextmanager
@@ -167,30 +231,22 @@ class Ledger:
         output link lost to a power cut leaves the row `signed`, still counted and reconcilable.
         """
         with self._lock:
-            if not durable:
-                self._db.execute("PRAGMA synchronous=NORMAL")
+            db = self._db if durable else self._relaxed
+            db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            finally:
-                if not durable:
-                    self._db.execute("PRAGMA synchronous=FULL")
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def _spending(self, db: sqlite3.Connection, day: str, *, with_total: bool = True) -> Spending:
-        """Today's counted total (through the (day, status) index) and, when asked, the all-time one."""
-        today = db.execute(
-            f"SELECT COALESCE(SUM(amount), 0) FROM payments WHERE day = ? AND status IN {_COUNTED}", (day,)
-        ).fetchone()[0]
+        """Today's counted total and, when asked, the all-time one (one row per day: see COUNTED_BY_DAY)."""
+        row = db.execute("SELECT amount FROM counted_by_day WHERE day = ?", (day,)).fetchone()
+        today = row[0] if row is not None else 0
         total = 0
         if with_total:
-            total = db.execute(f"SELECT COALESCE(SUM(amount), 0) FROM payments WHERE status IN {_COUNTED}").fetchone()[
-                0
-            ]
+            total = db.execute("SELECT COALESCE(SUM(amount), 0) FROM counted_by_day").fetchone()[0]
         return Spending(today=int(today), total=int(total))
 
     def spending(self, *, with_total: bool = True) -> Spending:
@@ -260,7 +316,10 @@ class Ledger:
         fields = {**fields, "updated_at": self._clock()}
         assignments = ", ".join(f"{name} = ?" for name in fields)
         placeholders = ", ".join("?" for _ in expected)
-        with self._write(durable=durable) as db:
+        with self._lock:
+            db = self._db if durable else self._relaxed
+            # One statement is its own transaction. Statuses only move towards final ones, so a row
+            # the UPDATE skipped is still in a status it did not expect when it is read below.
             cursor = db.execute(
                 f"UPDATE payments SET {assignments} WHERE id = ? AND status IN ({placeholders})",
                 (*fields.values(), payment_id, *expected),
@@ -430,3 +489,14 @@ class Ledger:
                 f"FROM payments WHERE status IN {_COUNTED} GROUP BY day, tool ORDER BY day DESC, tool"
             ).fetchall()
         return [dict(row) for row in rows]
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements, for running them inside one transaction (executescript commits first)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements

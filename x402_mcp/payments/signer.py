@@ -6,6 +6,7 @@ eth-account (about half a second to import) loads on the first signature, not at
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from typing import TYPE_CHECKING, Any
@@ -62,14 +63,21 @@ class Wallet:
     def sign_typed_data(self, full_message: dict[str, Any]) -> str:
         """A 65-byte signature (r, s, v), 0x-hex, over an EIP-712 message.
 
-        eth-account encodes and hashes the typed data; libsecp256k1 (coincurve, kept loaded with the
-        key) signs the digest. This is what eth-account itself does on its coincurve backend, without
-        rebuilding the key object for every signature.
+        eth-account hashes the typed data (the domain separator once per domain: it is the same for
+        every payment in one asset, and was 40% of the hashing), and libsecp256k1 (coincurve, kept
+        loaded with the key) signs the digest: what eth-account's own coincurve backend does, without
+        rebuilding the key object for every signature. Byte-identical to `Account.sign_typed_data`.
         """
-        from eth_account.messages import _hash_eip191_message, encode_typed_data
+        from eth_account._utils.encode_typed_data.encoding_and_hashing import hash_struct
+        from eth_account.messages import SignableMessage, _hash_eip191_message
 
-        digest = _hash_eip191_message(encode_typed_data(full_message=full_message))
-        signature: bytes = self._secp256k1_key().sign_recoverable(digest, hasher=None)
+        types = {name: fields for name, fields in full_message["types"].items() if name != "EIP712Domain"}
+        signable = SignableMessage(
+            b"\x01",
+            _domain_separator(tuple(full_message["domain"].items())),
+            hash_struct(full_message["primaryType"], types, full_message["message"]),
+        )
+        signature: bytes = self._secp256k1_key().sign_recoverable(_hash_eip191_message(signable), hasher=None)
         r_s, recovery = signature[:64], signature[64]
         return f"0x{r_s.hex()}{27 + recovery:02x}"
 
@@ -80,6 +88,14 @@ class Wallet:
 
                 self.__secp256k1 = PrivateKey(bytes.fromhex(self.__key[2:]))
             return self.__secp256k1
+
+
+@functools.lru_cache(maxsize=16)
+def _domain_separator(domain: tuple[tuple[str, Any], ...]) -> bytes:
+    """eth-account's EIP-712 domain hash, kept per domain (one per chain and asset in practice)."""
+    from eth_account._utils.encode_typed_data.encoding_and_hashing import hash_domain
+
+    return bytes(hash_domain(dict(domain)))
 
 
 def new_private_key() -> str:
