@@ -93,9 +93,11 @@ def run_paid(plan: Plan) -> dict[str, Any]:
     for protocol in plan.paid_protocols:
         with upstream_process("zero", protocol) as up:
             url = up.url + "/image-generate"
-            log(f"  paid call, x402 v{protocol}: ours, floor, official (coincurve importable)")
+            log(f"  paid call, x402 v{protocol}: ours, floor, rules floor, official (coincurve importable)")
             entry = {
-                "main": run_worker("bench.paid_call", ["--url", url, "--variants", "floor,ours,official", *common])
+                "main": run_worker(
+                    "bench.paid_call", ["--url", url, "--variants", "floor,rules,ours,official", *common]
+                )
             }
             if protocol == plan.paid_protocols[0]:
                 log(f"  paid call, x402 v{protocol}: official as installed (no coincurve)")
@@ -133,8 +135,10 @@ def run_paid(plan: Plan) -> dict[str, Any]:
 
 def run_cpu(plan: Plan) -> dict[str, Any]:
     common = ["--calls", str(plan.cpu_calls), "--trials", str(plan.cpu_trials)]
-    log("  client CPU: ours, floor, official (coincurve importable), with the split")
-    main = run_worker("bench.cpu", ["--variants", "ours,floor,official", *common, "--split", str(plan.split_runs)])
+    log("  client CPU: ours, floor, rules floor, official (coincurve importable), with the split")
+    main = run_worker(
+        "bench.cpu", ["--variants", "ours,floor,rules,official", *common, "--split", str(plan.split_runs)]
+    )
     log("  client CPU: official as installed (no coincurve)")
     pure = run_worker("bench.cpu", ["--variants", "floor,official", "--no-coincurve", *common])
     log(f"  ledger cost vs history size ({plan.scale_sizes} rows)")
@@ -290,6 +294,19 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
                     _verdict(r_floor.median <= 1.15),
                 )
             )
+            if "rules" in main:
+                r_rules = paired(main["ours"], main["rules"])
+                rows.append(
+                    (
+                        f"2. same, vs the money rules' floor, x402 v{protocol}",
+                        f"{Stat.of(main['ours']).median:.2f} ms",
+                        f"floor + 1 signature + 1 fsync'd insert {Stat.of(main['rules']).median:.2f} ms "
+                        f"({paired(main['rules'], main['floor']).median:.2f}x the floor)",
+                        _ratio(r_rules),
+                        "—",
+                        "—",
+                    )
+                )
             if "no_coincurve" in entry:
                 pure = entry["no_coincurve"]["per_trial_ms"]
                 # ours / official-as-installed, each normalised by the floor of its own worker.
@@ -332,6 +349,18 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
                 _verdict(r_inst.median <= 0.3),
             )
         )
+        if "rules" in main:
+            r_rules = paired(main["ours"], main["rules"])
+            rows.append(
+                (
+                    "3. same, vs the money rules' floor",
+                    f"{Stat.of(main['ours']).median:.2f} ms",
+                    f"floor + 1 signature + 1 fsync'd insert {Stat.of(main['rules']).median:.2f} ms",
+                    _ratio(r_rules),
+                    "—",
+                    "—",
+                )
+            )
         r_cc = paired(main["ours"], main["official"])
         rows.append(
             (
@@ -488,6 +517,12 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
         add("ledger (WAL, synchronous=FULL) in a temp dir. Official: `x402HttpxClient(x402Client())` with")
         add("`register_exact_evm_client(client, EthAccountSigner(Account.from_key(...)))`. Ratios vs the official")
         add("client as installed are normalised by the floor of each worker process.")
+        add("")
+        add("Rules floor (`rules`): the floor plus what the money rules require of any client between the two")
+        add("round trips, and nothing else: one EIP-712 signature (eth-account's hash, libsecp256k1) committed")
+        add("to a one-table SQLite file (WAL, synchronous=FULL: one fsync) before the header is sent. It shows")
+        add("what the 'signed, recorded, then sent' rule costs by itself on this disk, and so how much of the")
+        add("gap to the raw floor is ours (budgets, policy, the full ledger row, the outcome, the receipt).")
         add("")
         fb, fa = paid["fsync_before"], paid["fsync_after"]
         add(f"Disk: one 4 KiB write + fsync took {fb['p50_ms']:.2f} ms median (p90 {fb['p90_ms']:.2f}) before these")

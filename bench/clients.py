@@ -3,6 +3,8 @@
 - ours:     `Payer.post_json` with a real SQLite ledger (WAL, synchronous=FULL) in a temp dir.
 - floor:    two raw httpx round trips to the same endpoint (402, then a pre-built payment header
             of realistic size): what any client must spend on the wire.
+- rules:    the floor plus what the money rules require of any client in between: one signature
+            and one fsync'd SQLite insert of it before it is sent (nothing else).
 - unpaid:   one unpaid POST (the 402 only): one round trip, to compare upstream runners.
 - official: the official `x402` package's httpx client (`x402HttpxClient` around an `x402Client`
             with `register_exact_evm_client(EthAccountSigner(account))`), as its docs show.
@@ -106,6 +108,47 @@ async def make_floor(url: str, transport: httpx.AsyncBaseTransport | None = None
     return call, http.aclose
 
 
+async def make_rules_floor(
+    url: str, ledger_dir: Path, transport: httpx.AsyncBaseTransport | None = None
+) -> tuple[Call, Close]:
+    """The floor plus what the money rules make any client do between the two round trips: sign
+    one EIP-712 authorization (eth-account's hash, libsecp256k1) and commit it, fsync'd, to SQLite
+    (WAL, synchronous=FULL, one table, no index) before it is sent. No policy, no bookkeeping."""
+    import sqlite3
+
+    from x402_mcp.payments import protocol
+    from x402_mcp.payments.assets import NETWORKS
+    from x402_mcp.payments.signer import Wallet
+
+    http = _http(transport)
+    wallet = Wallet(BENCH_KEY)
+    db = sqlite3.connect(ledger_dir / "rules-floor.sqlite3", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS signed (nonce TEXT, amount INTEGER, signature TEXT)")
+    first = await http.post(url, json=BODY)
+    challenge = protocol.parse_challenge(first.headers, first.content)
+    chosen = protocol.choose_requirement(challenge, network=NETWORKS["base"], max_amount=10**9)
+
+    async def call() -> None:
+        unpaid = await http.post(url, json=BODY)
+        auth = protocol.build_authorization(
+            chosen, payer=wallet.address, now=1_700_000_000, nonce=secrets.token_bytes(32)
+        )
+        signature = wallet.sign_typed_data(protocol.typed_data(chosen, auth))
+        db.execute("INSERT INTO signed VALUES (?, ?, ?)", (auth.nonce, auth.value, signature))
+        name, value = protocol.encode_payment(challenge, chosen, auth, signature)
+        paid = await http.post(url, json=BODY, headers={name: value})
+        if unpaid.status_code != 402 or paid.status_code != 200:
+            raise RuntimeError(f"rules floor: unexpected answers {unpaid.status_code}, {paid.status_code}")
+
+    async def close() -> None:
+        await http.aclose()
+        db.close()
+
+    return call, close
+
+
 def make_official_client() -> Any:
     """An x402Client set up the way the official README does it."""
     from eth_account import Account
@@ -154,6 +197,8 @@ async def make(
         return await make_ours(url, ledger_dir, transport)
     if variant == "floor":
         return await make_floor(url, transport)
+    if variant == "rules":
+        return await make_rules_floor(url, ledger_dir, transport)
     if variant == "official":
         return await make_official(url, transport)
     if variant == "unpaid":

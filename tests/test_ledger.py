@@ -135,7 +135,7 @@ def test_the_per_day_totals_follow_every_status_move(tmp_path: Path) -> None:
             ids.append(ledger.record_signed(reservation(step + 1, rng.randint(1, 90_000)), "0xsig", unlimited))
             continue
         payment, move = rng.choice(ids), rng.choice(moves)
-        with contextlib.suppress(LookupError):  # a move the ledger refuses (released -> signed, say)
+        with contextlib.suppress(LookupError):  # a move the ledger refuses changes nothing
             move(payment, "0xtx" if move is ledger.mark_settled else "moved")  # type: ignore[operator]
         assert kept_by_day(ledger) == summed_by_day(ledger), f"after step {step}"
     ledger._db.execute("DELETE FROM payments WHERE id = ?", (ids[0],))
@@ -151,7 +151,8 @@ def test_a_ledger_from_before_the_per_day_totals_is_counted_on_opening(tmp_path:
 
     path = tmp_path / "old.sqlite3"
     old = sqlite3.connect(path)
-    old.executescript(ledger_module.SCHEMA)  # the schema as it was: payments, jobs, indexes, no totals
+    old.executescript(ledger_module.SCHEMA)  # the schema as it was: payments, jobs, indexes, no totals,
+    old.execute("CREATE INDEX payments_day ON payments(day, status)")  # and the index budget reads used
     columns = (
         "created_at, updated_at, day, tool, url, request_digest, requirement, x402_version, amount, network, "
         "asset, pay_to, payer, nonce, valid_before, status"
@@ -169,6 +170,8 @@ def test_a_ledger_from_before_the_per_day_totals_is_counted_on_opening(tmp_path:
     reopened = Ledger(path, clock=lambda: 1_795_262_400.0)  # 2026-11-21 UTC
     assert reopened.spending().today == 20_000 and reopened.spending().total == 30_000
     assert kept_by_day(reopened) == summed_by_day(reopened) == {"2026-11-20": 10_000, "2026-11-21": 20_000}
+    indexes = {row[0] for row in reopened._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "payments_day" not in indexes and "payments_status" in indexes
     reopened.close()
     again = Ledger(path, clock=lambda: 1_795_262_400.0)  # counted once, not twice
     assert again.spending().total == 30_000

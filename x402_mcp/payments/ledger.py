@@ -64,7 +64,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at      REAL NOT NULL,
     result          TEXT
 );
-CREATE INDEX IF NOT EXISTS payments_day ON payments(day, status);
 CREATE INDEX IF NOT EXISTS payments_status ON payments(status);
 CREATE INDEX IF NOT EXISTS payments_image_url ON payments(image_url);
 CREATE INDEX IF NOT EXISTS payments_output_sha256 ON payments(output_sha256);
@@ -206,6 +205,7 @@ class Ledger:
             if version < SCHEMA_VERSION:
                 for statement in _statements(SCHEMA + COUNTED_BY_DAY):
                     db.execute(statement)
+                db.execute("DROP INDEX IF EXISTS payments_day")  # what budget reads used before counted_by_day
                 db.execute("DELETE FROM counted_by_day")
                 db.execute(
                     "INSERT INTO counted_by_day (day, amount) "
