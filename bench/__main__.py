@@ -104,10 +104,6 @@ def run_paid(plan: Plan) -> dict[str, Any]:
                 entry["no_coincurve"] = run_worker(
                     "bench.paid_call", ["--url", url, "--variants", "floor,official", "--no-coincurve", *common]
                 )
-                log(f"  paid call, x402 v{protocol}: ours with sniffio importable")
-                entry["sniffio"] = run_worker(
-                    "bench.paid_call", ["--url", url, "--variants", "floor,ours", "--with-sniffio", *common]
-                )
             out["by_protocol"][str(protocol)] = entry
     log("  sandbox runner: one unpaid round trip, as shipped vs TCP_NODELAY")
     runners = {}
@@ -534,7 +530,6 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
             for worker, label in (
                 ("main", "as installed here"),
                 ("no_coincurve", "coincurve blocked"),
-                ("sniffio", "stub sniffio importable"),
             ):
                 if worker not in entry:
                     continue
@@ -544,17 +539,6 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
                         f"| v{protocol} | {label} ({data['backend']}) | {variant} | {_ms(Stat.of(values))} | "
                         f"{data['p99_ms'][variant]:.2f} ms |"
                     )
-        first = next(iter(paid["by_protocol"].values()))
-        if "sniffio" in first:
-            s_ours = first["sniffio"]["per_trial_ms"]
-            r = paired(s_ours["ours"], s_ours["floor"])
-            add("")
-            add(
-                f"With a stub `sniffio` importable (see proposed fixes), ours / floor = {_ratio(r)}; ours "
-                f"{Stat.of(s_ours['ours']).median:.2f} ms vs "
-                f"{Stat.of(first['main']['per_trial_ms']['ours']).median:.2f} ms "
-                "as installed."
-            )
         runners = paid["runners"]
         asis = Stat.of(runners["sandbox-asis"]["per_trial_ms"]["unpaid"])
         fixed = Stat.of(runners["sandbox"]["per_trial_ms"]["unpaid"])

@@ -11,14 +11,6 @@ total and calls x price must all be equal. Prints one JSON line.
 
 from __future__ import annotations
 
-import sys
-
-if "--with-sniffio" in sys.argv:
-    # As if sniffio were installed: see bench/sniffio_stub.py. Before anything imports anyio.
-    from bench import sniffio_stub
-
-    sniffio_stub.install()
-
 import argparse
 import asyncio
 import json
@@ -167,7 +159,6 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--sequential", type=int, default=64)
     parser.add_argument("--profile", help="profile one trial of concurrent calls only; save as NAME")
-    parser.add_argument("--with-sniffio", action="store_true", help="a stub sniffio importable (see paid_call)")
     parser.add_argument("--keepalive", type=int, help="the server's httpx client keeps this many idle connections")
     parser.add_argument("--ledger-sync", choices=("FULL", "NORMAL", "OFF"), help="PRAGMA synchronous of the ledger")
     args = parser.parse_args()
@@ -184,7 +175,6 @@ def main() -> None:
         return
     options = {"keepalive": args.keepalive, "ledger_sync": args.ledger_sync}
     result = asyncio.run(run(args.url, args.calls, args.trials, args.sequential, **options))
-    result["options"]["with_sniffio"] = args.with_sniffio
     print(json.dumps(result))
 
 

@@ -1,6 +1,6 @@
 """Worker for benchmark 2: wall time per paid call against a loopback upstream.
 
-    python -m bench.paid_call --url URL --variants ours,floor,official [--no-coincurve] [--with-sniffio]
+    python -m bench.paid_call --url URL --variants ours,floor,official [--no-coincurve]
 
 Runs `trials` rounds; in each round every variant makes `calls` calls in a row (the order of
 the variants rotates between rounds), and the round's figure for a variant is the median of
@@ -14,11 +14,6 @@ import sys
 if "--no-coincurve" in sys.argv:
     # As if coincurve were not installed: eth-keys falls back to its pure-Python backend.
     sys.modules["coincurve"] = None  # type: ignore[assignment]
-if "--with-sniffio" in sys.argv:
-    # As if sniffio were installed: see bench/sniffio_stub.py. Before anything imports anyio.
-    from bench import sniffio_stub
-
-    sniffio_stub.install()
 
 import argparse
 import asyncio
@@ -74,7 +69,6 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-coincurve", action="store_true")
-    parser.add_argument("--with-sniffio", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(run(args.url, args.variants.split(","), args.calls, args.trials, args.warmup))
     print(json.dumps(result))
