@@ -519,6 +519,21 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
         add("to a one-table SQLite file (WAL, synchronous=FULL: one fsync) before the header is sent. It shows")
         add("what the 'signed, recorded, then sent' rule costs by itself on this disk, and so how much of the")
         add("gap to the raw floor is ours (budgets, policy, the full ledger row, the outcome, the receipt).")
+        for protocol, entry in paid["by_protocol"].items():
+            main = entry["main"]["per_trial_ms"]
+            if "rules" not in main:
+                continue
+            rules = paired(main["rules"], main["floor"]).median
+            ours = paired(main["ours"], main["rules"]).median
+            verdict = (
+                "no client that records each signature durably before sending it can meet"
+                if rules > 1.15
+                else "that leaves room for"
+            )
+            add(
+                f"In v{protocol} the rule alone costs {rules:.2f}x the raw floor, so {verdict} the ≤ 1.15x goal "
+                f"on this disk; ours is {ours:.2f}x the rules' floor."
+            )
         add("")
         fb, fa = paid["fsync_before"], paid["fsync_after"]
         add(f"Disk: one 4 KiB write + fsync took {fb['p50_ms']:.2f} ms median (p90 {fb['p90_ms']:.2f}) before these")
@@ -617,14 +632,13 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
         add("Ledger cost as the history grows (`bench/ledger_scale.py`; rows of past payments, all counted):")
         add("")
         add(
-            "| rows in ledger | `spending()` ms | whole call's ledger work ms "
-            "| today's total via the (day, status) index ms |"
+            "| rows in ledger | `spending()` ms (counted_by_day) | whole call's ledger work ms "
+            "| the same read summed from the payments (before counted_by_day) ms |"
         )
         add("|---|---|---|---|")
         for row in scale:
             add(
-                f"| {row['rows']:,} | {row['spending_ms']:.3f} | {row['call_ledger_ms']:.3f} | "
-                f"{row['indexed_today_ms']:.3f} |"
+                f"| {row['rows']:,} | {row['spending_ms']:.3f} | {row['call_ledger_ms']:.3f} | {row['summed_ms']:.3f} |"
             )
         add("")
 
