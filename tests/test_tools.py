@@ -261,3 +261,21 @@ async def test_tools_are_listed_with_costs_and_annotations(sandbox: RunningSandb
         "anime",
         "sd35",
     ]
+
+
+async def test_published_schemas_are_the_sdks_own_derivation(sandbox: RunningSandbox, key: str) -> None:
+    """Tools sharing a return type share one derived output schema: it must be what the SDK derives for each."""
+    from mcp.server.mcpserver.tools import Tool
+
+    server = build_server(settings_for(sandbox, key))
+    async with Client(server) as client:
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+    registered = {tool.name: tool for tool in server._tool_manager.list_tools()}
+    assert set(listed) == set(registered) == PAID_TOOLS | FREE_TOOLS
+    for name, tool in registered.items():
+        fresh = Tool.from_function(tool.fn, name=name)
+        assert listed[name].output_schema == fresh.output_schema, name
+        assert tool.fn_metadata.wrap_output == fresh.fn_metadata.wrap_output, name
+        if not fresh.fn_metadata.wrap_output:  # a wrapped result's model is synthesized anew each time
+            assert tool.fn_metadata.output_model is fresh.fn_metadata.output_model, name
+        assert listed[name].input_schema == {**fresh.parameters, "additionalProperties": False}, name

@@ -236,9 +236,23 @@ class StrictTools:
 
     def __init__(self) -> None:
         self.tools: list[Tool] = []
+        #: Output metadata already derived, by return annotation (the catalog's tools share theirs).
+        self._outputs: dict[Any, Tool] = {}
 
     def add_tool(self, fn: Callable[..., Any], **kwargs: Any) -> None:
-        tool = Tool.from_function(fn, **kwargs)
+        returns = inspect.signature(fn).return_annotation
+        same_output = None if isinstance(returns, str) else self._outputs.get(returns)
+        if same_output is None:
+            tool = Tool.from_function(fn, **kwargs)
+            if not isinstance(returns, str):  # a string means something else in each module: never shared
+                self._outputs[returns] = tool
+        else:
+            # Deriving an output schema is the slowest part of building a tool (~4 ms); one already
+            # derived for the same return annotation is reused. The SDK reads these fields live.
+            tool = Tool.from_function(fn, structured_output=False, **kwargs)
+            tool.fn_metadata.output_model = same_output.fn_metadata.output_model
+            tool.fn_metadata.output_schema = same_output.fn_metadata.output_schema
+            tool.fn_metadata.wrap_output = same_output.fn_metadata.wrap_output
         loose = tool.fn_metadata.arg_model
         config = ConfigDict(**{**loose.model_config, "extra": "forbid"})  # type: ignore[typeddict-item]
         strict: type[ArgModelBase] = type(
