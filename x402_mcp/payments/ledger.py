@@ -73,8 +73,8 @@ _COUNTED = "(" + ", ".join(f"'{s}'" for s in COUNTED_STATUSES) + ")"
 
 # What counts against the budgets, per UTC day, kept by triggers in the same transaction as the row
 # that changes it: a budget check reads one row, however long the history (summing the payments
-# took 2 ms at 10,000 rows and 23 ms at 100,000). Only a move into or out of a counted status, or a
-# change of amount or day, touches it; signed -> settled does not.
+# took 2-4 ms at 10,000 rows and 23-43 ms at 100,000 in the benchmarks). Only a move into or out
+# of a counted status, or a change of amount or day, touches it; signed -> settled does not.
 COUNTED_BY_DAY = f"""
 CREATE TABLE IF NOT EXISTS counted_by_day (
     day             TEXT PRIMARY KEY,
@@ -193,29 +193,22 @@ class Ledger:
             path.chmod(0o600)
 
     def _migrate(self) -> None:
-        """Create the schema, and count an older ledger's payments into counted_by_day, once.
+        """Create what is missing, and count an older ledger's payments into counted_by_day, once.
 
-        One IMMEDIATE transaction: a second process opening the file at the same time waits, then
-        finds the work done.
+        The triggers exist before the count, and the count is one transaction: a payment another
+        process writes meanwhile is either counted by a trigger or already in the recount.
         """
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version < SCHEMA_VERSION:
-                for statement in _statements(SCHEMA + COUNTED_BY_DAY):
-                    db.execute(statement)
-                db.execute("DROP INDEX IF EXISTS payments_day")  # what budget reads used before counted_by_day
-                db.execute("DELETE FROM counted_by_day")
-                db.execute(
-                    "INSERT INTO counted_by_day (day, amount) "
-                    f"SELECT day, SUM(amount) FROM payments WHERE status IN {_COUNTED} GROUP BY day"
-                )
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        self._db.executescript(SCHEMA + COUNTED_BY_DAY)  # each statement IF NOT EXISTS
+        with self._write() as db:
+            if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+                return
+            db.execute("DROP INDEX IF EXISTS payments_day")  # what budget reads used before counted_by_day
+            db.execute("DELETE FROM counted_by_day")
+            db.execute(
+                "INSERT INTO counted_by_day (day, amount) "
+                f"SELECT day, SUM(amount) FROM payments WHERE status IN {_COUNTED} GROUP BY day"
+            )
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
@@ -489,14 +482,3 @@ class Ledger:
                 f"FROM payments WHERE status IN {_COUNTED} GROUP BY day, tool ORDER BY day DESC, tool"
             ).fetchall()
         return [dict(row) for row in rows]
-
-
-def _statements(script: str) -> list[str]:
-    """A script's statements, for running them inside one transaction (executescript commits first)."""
-    statements, current = [], ""
-    for line in script.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    return statements
