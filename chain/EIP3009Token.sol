@@ -23,8 +23,9 @@ contract EIP3009Token {
         "TransferWithAuthorization(address from,address to,uint256 value,uint256 validAfter,uint256 validBefore,bytes32 nonce)"
     );
 
-    /// secp256k1n / 2: a larger `s` is the malleable twin of a valid signature (EIP-2).
-    uint256 private constant HALF_CURVE_ORDER = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+    /// secp256k1n / 2 (written as 2^255 minus its small complement): a larger `s` is the malleable
+    /// twin of a valid signature (EIP-2).
+    uint256 private constant HALF_CURVE_ORDER = 2 ** 255 - 0xA2A8918CA85BAFE22016D0B997E4DF60;
 
     uint256 public totalSupply;
     mapping(address => uint256) public balanceOf;

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
 _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
-_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+#: n, the order of secp256k1 (SEC 2), written as 2**256 minus its small complement.
+_SECP256K1_ORDER = 2**256 - 0x14551231950B75FC4402DA1732FC9BEBF
 
 
 class KeyFormatError(ValueError):

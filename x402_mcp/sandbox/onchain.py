@@ -26,6 +26,8 @@ from eth_abi.abi import encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from x402_mcp.payments.chain import TOKEN_ABI as READ_ABI
+
 from .config import NetworkInfo, OnchainSettlement, SandboxConfig
 from .facilitator import PaymentRejected, VerifiedPayment, _parse_exact_payload, decode_b64_json
 
@@ -53,20 +55,7 @@ TOKEN_ABI: list[dict[str, Any]] = [
         ],
         "outputs": [],
     },
-    {
-        "name": "authorizationState",
-        "type": "function",
-        "stateMutability": "view",
-        "inputs": [{"name": "authorizer", "type": "address"}, {"name": "nonce", "type": "bytes32"}],
-        "outputs": [{"name": "", "type": "bool"}],
-    },
-    {
-        "name": "balanceOf",
-        "type": "function",
-        "stateMutability": "view",
-        "inputs": [{"name": "account", "type": "address"}],
-        "outputs": [{"name": "", "type": "uint256"}],
-    },
+    *READ_ABI,  # the reads the product makes: balanceOf, authorizationState
     {
         "name": "DOMAIN_SEPARATOR",
         "type": "function",
