@@ -31,9 +31,11 @@ def test_defaults_and_both_base_url_forms() -> None:
     assert endpoint(old, "image_generate") == "https://x402.org/v1/image-generate"
 
 
-def test_env_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    Path(".env").write_text("X402_MAX_PER_CALL=0.03\nX402_PATH_IMAGE_EDIT=/v2/edit\nX402_NETWORK=base-sepolia\n")
-    monkeypatch.setenv("X402_NETWORK", "eip155:8453")  # the environment wins over .env
+def test_env_and_the_user_file_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    user_file = tmp_path / "x402.env"
+    user_file.write_text("X402_MAX_PER_CALL=0.03\nX402_PATH_IMAGE_EDIT=/v2/edit\nX402_NETWORK=base-sepolia\n")
+    monkeypatch.setenv("X402_ENV_FILE", str(user_file))
+    monkeypatch.setenv("X402_NETWORK", "eip155:8453")  # the environment wins over the file
     monkeypatch.setenv("X402_PATH_IMAGE_GENERATE", "https://images.example/gen")
     settings = load_settings()
     assert settings.max_per_call_atomic == 30_000
@@ -48,6 +50,7 @@ def test_env_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("X402_BASE_URL", "http://x402.org/v1", "must use https"),
         ("X402_BASE_URL", "ftp://x402.org", "http(s) URL"),
         ("X402_NETWORK", "polygon", "X402_NETWORK"),
+        ("X402_NETWORK", "base-mainnet", "not an x402 network id"),
         ("X402_MAX_PER_CALL", "-1", "X402_MAX_PER_CALL"),
         ("X402_MAX_PER_CALL", "0.0000001", "X402_MAX_PER_CALL"),
         ("X402_TIMEOUT", "0", "X402_TIMEOUT"),
@@ -118,8 +121,10 @@ def test_readme_documents_every_tool_and_variable() -> None:
             assert f"`X402_{name.upper()}`" in readme
 
 
-def test_an_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    Path(".env").write_text("X402_TOTAL_BUDGET=\nX402_DAILY_BUDGET=5\n")
+def test_an_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    user_file = tmp_path / "x402.env"
+    user_file.write_text("X402_TOTAL_BUDGET=\nX402_DAILY_BUDGET=5\n")
+    monkeypatch.setenv("X402_ENV_FILE", str(user_file))
     monkeypatch.setenv("X402_RPC_URL", "")
     settings = load_settings()
     assert settings.total_budget is None and settings.rpc_url is None

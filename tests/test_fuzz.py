@@ -323,8 +323,9 @@ def assert_payable(chosen: ChosenPayment, challenge: Challenge, network: Network
     assert req in challenge.accepts
     assert req.scheme == "exact"
     assert chosen.network == network
-    known = network_for(req.network)
+    known = network_for(req.network, challenge.x402_version)
     assert known is not None and known.chain_id == network.chain_id
+    assert req.network == (network.name if challenge.x402_version == 1 else network.caip2)  # the spec's own id
     assert chosen.asset == USDC[network.chain_id]
     assert req.asset.lower() == chosen.asset.address.lower()
     assert type(req.amount) is int and 0 < req.amount <= cap and req.amount <= MAX_UINT256

@@ -95,8 +95,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
         transport = TRANSPORT_ALIASES[args.transport]
-        if transport != "stdio":
-            resolve_token(settings, args.host)  # refuse an open non-loopback server before building anything
+        # Once, before building anything: it refuses an open non-loopback server, and the token it
+        # logs (when X402_HTTP_TOKEN is unset) is the one the server then demands.
+        token = resolve_token(settings, args.host) if transport != "stdio" else None
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
@@ -104,7 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning("X402_PRIVATE_KEY is not set: tools will refuse to pay until it is")
     server = build_server(settings)
     _startup_done()
-    serve(server, settings, transport, args.host, args.port)  # type: ignore[arg-type]
+    serve(server, transport, args.host, args.port, token)  # type: ignore[arg-type]
     return 0
 
 

@@ -1,11 +1,19 @@
-"""One Settings object, read from the environment and `.env`, validated at start.
+"""One Settings object, read from the process environment and the user's own `.env`, validated at start.
 
 Every limit on spending lives here, set by the user; no tool argument can change one.
+
+Trust boundary: settings come from the process environment (what the MCP client's configuration
+passes) and from one user-level file, `X402_ENV_FILE` or else `.env` in the user config directory
+(`~/.config/x402-image-mcp/.env` on Linux). A `.env` in the working directory is never read: MCP
+clients start stdio servers inside the open project, and a cloned repository's `.env` could
+otherwise raise the budgets, skip approval, redirect payments or start an empty ledger. If one
+holds X402_* variables, one warning says it is ignored. See docs/configuration.md.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 from decimal import Decimal
@@ -15,11 +23,17 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from x402_mcp.payments.assets import NETWORKS, Network, NetworkName, usdc_to_atomic
+from x402_mcp.payments.assets import NETWORK_IDENTIFIERS, NETWORKS, Network, NetworkName, network_named, usdc_to_atomic
+from x402_mcp.payments.chain import rpc_origin
 from x402_mcp.payments.policy import Policy
 from x402_mcp.payments.signer import KeyFormatError, check_private_key
 
+log = logging.getLogger(__name__)
+
+APP_NAME = "x402-image-mcp"
 DEFAULT_BASE_URL = "https://x402.agentutility.ai"
+#: Names the user-level settings file; read from the process environment only, never from a file.
+ENV_FILE_VARIABLE = "X402_ENV_FILE"
 PATH_PREFIX = "X402_PATH_"
 PAYTO_PREFIX = "X402_ALLOWED_PAYTO_"
 #: Public RPC endpoints, used for balances and reconciliation unless X402_RPC_URL is set.
@@ -50,7 +64,9 @@ class Settings(BaseModel):
 
     private_key: SecretStr | None = Field(None, description="Hex private key of the paying wallet.")
     base_url: str = Field(DEFAULT_BASE_URL, description="Base URL of the x402 image endpoints.")
-    network: NetworkName = Field("base", description="Chain to pay on: base or base-sepolia.")
+    network: NetworkName = Field(
+        "base", description="Chain to pay on: base or base-sepolia (or eip155:8453, eip155:84532)."
+    )
     max_per_call: Usdc = Field(Decimal("0.10"), description="Most USDC one tool call may pay.")
     timeout: float = Field(120.0, gt=0, le=3600, description="Seconds to wait for an upstream answer.")
     connect_timeout: float = Field(10.0, gt=0, le=600, description="Seconds to wait for a connection.")
@@ -108,7 +124,8 @@ class Settings(BaseModel):
             return None
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"X402_RPC_URL must be an http(s) URL, got {value!r}")
+            # Not quoted: an RPC URL often carries an API key.
+            raise ValueError("X402_RPC_URL must be an http(s) URL such as https://mainnet.base.org")
         return value.strip()
 
     @field_validator("upload_url")
@@ -154,10 +171,11 @@ class Settings(BaseModel):
     @field_validator("network", mode="before")
     @classmethod
     def _network(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = value.strip().lower()
-            return {"eip155:8453": "base", "eip155:84532": "base-sepolia"}.get(value, value)
-        return value
+        """The spec's identifiers only (v1 name or CAIP-2 id), stored as the v1 name; no aliases."""
+        network = network_named(value.strip()) if isinstance(value, str) else None
+        if network is None:
+            raise ValueError(f"{value!r} is not an x402 network id; use one of {', '.join(NETWORK_IDENTIFIERS)}")
+        return network.name
 
     @property
     def chain(self) -> Network:
@@ -197,7 +215,13 @@ class Settings(BaseModel):
 
     @property
     def resolved_rpc_url(self) -> str:
+        """The RPC to read the chain from. Never put it in a message: show `rpc_origin` of it."""
         return self.rpc_url or PUBLIC_RPC[self.network]
+
+    @property
+    def rpc_origin(self) -> str:
+        """Scheme, host and port of the RPC: all of it that messages and results may show."""
+        return rpc_origin(self.resolved_rpc_url)
 
     @property
     def policy(self) -> Policy:
@@ -233,13 +257,51 @@ def check_url(value: str, variable: str) -> str:
 ENV_PREFIX = "X402_"
 
 
+def user_env_file() -> Path:
+    """The user-level settings file: X402_ENV_FILE, else `.env` in the user config directory."""
+    named = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    if named:
+        return Path(named).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir(APP_NAME, appauthor=False)) / ".env"
+
+
 def _environment() -> dict[str, str]:
-    """X402_* variables from .env in the working directory, then the environment (which wins)."""
+    """X402_* variables from the user-level file, then the process environment (which wins)."""
     from dotenv import dotenv_values
 
-    found = {k.upper(): v for k, v in dotenv_values(".env").items() if v is not None}
+    path = user_env_file()
+    found: dict[str, str] = {}
+    if path.is_file():
+        found.update({k.upper(): v for k, v in dotenv_values(path).items() if v is not None})
+    elif os.environ.get(ENV_FILE_VARIABLE, "").strip():
+        raise ConfigError(f"invalid configuration:\n  {ENV_FILE_VARIABLE}: no file at {path}; create it or unset it")
+    found.pop(ENV_FILE_VARIABLE, None)  # only the process environment may name the file
     found.update({k.upper(): v for k, v in os.environ.items()})
+    _warn_about_project_env(path)
     return {k: v for k, v in found.items() if k.startswith(ENV_PREFIX)}
+
+
+def _warn_about_project_env(user_file: Path) -> None:
+    """One warning when the working directory's `.env` holds X402_* variables (which are not read)."""
+    from dotenv import dotenv_values
+
+    project = Path(".env").absolute()
+    if not project.is_file() or (user_file.is_file() and project.samefile(user_file)):
+        return
+    try:
+        names = sorted(k for k in dotenv_values(project, interpolate=False) if k.upper().startswith(ENV_PREFIX))
+    except (OSError, UnicodeDecodeError):
+        return  # unreadable: it is not read either way
+    if names:
+        log.warning(
+            "ignoring %s: a .env in the working directory cannot configure this server (it sets %s). "
+            "Put X402_* settings in the MCP client's server env or in %s (or set X402_ENV_FILE).",
+            project,
+            ", ".join(names),
+            user_env_file(),
+        )
 
 
 def _fields_from(variables: dict[str, str]) -> dict[str, Any]:
@@ -254,7 +316,7 @@ def _fields_from(variables: dict[str, str]) -> dict[str, Any]:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from env and .env (and keyword overrides), or a `ConfigError` naming each bad variable."""
+    """Settings from the environment and the user-level file (and keyword overrides), or a `ConfigError`."""
     try:
         return Settings(**{**_fields_from(_environment()), **overrides})
     except ValidationError as exc:

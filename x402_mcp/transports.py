@@ -61,7 +61,9 @@ class BearerTokenAuth:
 
 
 def resolve_token(settings: Settings, host: str) -> str:
-    """The bearer token to demand: X402_HTTP_TOKEN, or a one-time token on loopback only."""
+    """The bearer token to demand: X402_HTTP_TOKEN, or a one-time token on loopback only.
+
+    Call it once per run: each call without X402_HTTP_TOKEN makes (and logs) a new token."""
     if settings.http_token is not None and settings.http_token.get_secret_value().strip():
         return settings.http_token.get_secret_value().strip()
     if not is_loopback_host(host):
@@ -95,15 +97,17 @@ def http_app(server: MCPServer[object], transport: Transport, host: str, token: 
     return BearerTokenAuth(app, token)
 
 
-def serve(server: MCPServer[object], settings: Settings, transport: Transport, host: str, port: int) -> None:
-    """Run until interrupted."""
+def serve(server: MCPServer[object], transport: Transport, host: str, port: int, token: str | None) -> None:
+    """Run until interrupted. The HTTP transports demand `token`, the one `resolve_token` logged."""
     if transport == "stdio":
         server.run()
         return
+    if token is None:
+        raise ValueError("the HTTP transports need a bearer token")
     import anyio
     import uvicorn
 
-    app = http_app(server, transport, host, resolve_token(settings, host))
+    app = http_app(server, transport, host, token)
     path = "/sse" if transport == "sse" else "/mcp"
     log.warning("serving MCP over %s at http://%s:%d%s", transport, host, port, path)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")

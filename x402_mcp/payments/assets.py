@@ -16,14 +16,18 @@ NetworkName = Literal["base", "base-sepolia"]
 
 @dataclass(frozen=True, slots=True)
 class Network:
+    #: The x402 v1 network name, as the spec defines it.
     name: NetworkName
     chain_id: int
-    #: Spellings a 402 may use for this chain: the v1 name, its CAIP-2 id, and known sloppy aliases.
-    aliases: frozenset[str]
 
     @property
     def caip2(self) -> str:
+        """The x402 v2 network id (CAIP-2)."""
         return f"eip155:{self.chain_id}"
+
+    def wire_name(self, x402_version: int) -> str:
+        """How a challenge of `x402_version` must spell this chain: v1 a name, v2 a CAIP-2 id."""
+        return self.name if x402_version == 1 else self.caip2
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +41,8 @@ class Asset:
 
 
 NETWORKS: dict[NetworkName, Network] = {
-    "base": Network("base", 8453, frozenset({"base", "eip155:8453", "base-mainnet"})),
-    "base-sepolia": Network("base-sepolia", 84532, frozenset({"base-sepolia", "eip155:84532"})),
+    "base": Network("base", 8453),
+    "base-sepolia": Network("base-sepolia", 84532),
 }
 
 USDC: dict[int, Asset] = {
@@ -50,13 +54,28 @@ USDC_DECIMALS = 6
 _ATOMIC_PER_USDC = Decimal(10) ** USDC_DECIMALS
 
 
-def network_for(wire_name: str) -> Network | None:
-    """The known network a 402 names, or None when it names another (or an unknown) chain."""
-    key = wire_name.strip().lower()
+def network_for(wire_name: str, x402_version: int) -> Network | None:
+    """The known network a challenge of `x402_version` names, spelled exactly as the spec does.
+
+    No aliases, no case folding: a payer that guesses what `base-mainnet` means could sign for
+    a chain nobody asked for, so anything but the spec's own identifier is refused.
+    """
     for network in NETWORKS.values():
-        if key in network.aliases:
+        if wire_name == network.wire_name(x402_version):
             return network
     return None
+
+
+def network_named(identifier: str) -> Network | None:
+    """The network an X402_NETWORK value names: a spec v1 name or CAIP-2 id, nothing else."""
+    for network in NETWORKS.values():
+        if identifier in (network.name, network.caip2):
+            return network
+    return None
+
+
+#: Every identifier `network_named` accepts, for messages.
+NETWORK_IDENTIFIERS = tuple(name for network in NETWORKS.values() for name in (network.name, network.caip2))
 
 
 def usdc_to_atomic(amount: Decimal) -> int:

@@ -240,8 +240,25 @@ def parse_challenge(headers: Mapping[str, str], body: bytes) -> Challenge:
 # --- choose --------------------------------------------------------------------------------
 
 
+def _network_refusal(req: PaymentRequirement, version: X402Version, network: Network) -> str:
+    """Why `req`'s network is not `network` spelled as the spec spells it in `version`; '' if it is."""
+    req_network = network_for(req.network, version)
+    if req_network is None:
+        other: X402Version = 2 if version == 1 else 1
+        if network_for(req.network, other) is not None:
+            return (
+                f"network {req.network!r} is the x402 v{other} spelling; a v{version} challenge "
+                f"must name {network.wire_name(version)!r}"
+            )
+        return f"network {req.network!r} is not one this wallet pays on"
+    if req_network.chain_id != network.chain_id:
+        return f"network {req.network!r} is not the configured X402_NETWORK {network.name!r}"
+    return ""
+
+
 def _refusal(
     req: PaymentRequirement,
+    version: X402Version,
     network: Network,
     max_amount: int,
     limit_name: str,
@@ -250,11 +267,8 @@ def _refusal(
     """Why `req` may not be paid from a wallet on `network` under `max_amount`; '' if it may."""
     if req.scheme != "exact":
         return f"scheme {req.scheme!r} is not supported (only 'exact')", None
-    req_network = network_for(req.network)
-    if req_network is None:
-        return f"network {req.network!r} is not one this wallet pays on", None
-    if req_network.chain_id != network.chain_id:
-        return f"network {req.network!r} is not the configured X402_NETWORK {network.name!r}", None
+    if reason := _network_refusal(req, version, network):
+        return reason, None
     asset = USDC[network.chain_id]
     if req.asset.lower() != asset.address.lower():
         return f"asset {req.asset} is not USDC on {network.name}", None
@@ -292,7 +306,7 @@ def choose_requirement(
     reasons = list(challenge.unreadable)
     payable: list[ChosenPayment] = []
     for index, req in enumerate(challenge.accepts):
-        reason, asset = _refusal(req, network, max_amount, limit_name, allowed_pay_to)
+        reason, asset = _refusal(req, challenge.x402_version, network, max_amount, limit_name, allowed_pay_to)
         if asset is None:
             reasons.append(f"option {index + 1}: {reason}" if len(challenge.accepts) > 1 else reason)
         else:
