@@ -1,21 +1,20 @@
-"""The ledger on its own: budgets held in one transaction, status moves, durability, lineage, jobs."""
+"""The ledger on its own: budgets held in one transaction, the state machine, durability, lineage, jobs."""
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from x402_mcp.payments.ledger import BudgetExceeded, Ledger, Reservation
+from x402_mcp.payments.ledger import BudgetExceeded, Ledger, SignedPayment
 from x402_mcp.payments.policy import Policy, Spending
 
 POLICY = Policy(max_per_call=100_000, daily_budget=50_000, total_budget=None, confirm_above=100_000)
 
 
-def reservation(nonce: int, amount: int = 20_000) -> Reservation:
-    return Reservation(
+def signed(nonce: int, amount: int = 20_000) -> SignedPayment:
+    return SignedPayment(
         tool="image_edit",
         url="http://127.0.0.1:9/image-edit",
         request_digest="d" * 64,
@@ -28,46 +27,53 @@ def reservation(nonce: int, amount: int = 20_000) -> Reservation:
         payer="0x1111111111111111111111111111111111111111",
         nonce=f"0x{nonce:064x}",
         valid_before=2_000_000_000,
+        signature="0xsig",
     )
 
 
-def synchronous_mode(path: Path, ledger: Ledger) -> int:
-    return int(ledger._db.execute("PRAGMA synchronous").fetchone()[0])
-
-
-def test_signed_rows_hold_the_budget_and_released_rows_give_it_back(tmp_path: Path) -> None:
+def test_every_unproven_outcome_holds_the_budget_and_only_expired_gives_it_back(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite3")
-    first = ledger.record_signed(reservation(1), "0xsig", POLICY)
-    second = ledger.record_signed(reservation(2), "0xsig", POLICY)
+    first = ledger.record_signed(signed(1), POLICY)
+    second = ledger.record_signed(signed(2), POLICY)
     with pytest.raises(BudgetExceeded, match=r"daily budget 0\.05 USDC reached"):
-        ledger.record_signed(reservation(3), "0xsig", POLICY)
+        ledger.record_signed(signed(3), POLICY)
     assert ledger.spending().today == 40_000
-    ledger.mark_released(second, "failure receipt")
+    # A failure receipt is the upstream's word: the authorization is still out, so it still counts.
+    assert ledger.mark_declined(second, "failure receipt (the upstream's word): insufficient_funds")
+    assert ledger.get(second).status == "declined"
+    assert ledger.spending().today == 40_000
+    with pytest.raises(BudgetExceeded):
+        ledger.record_signed(signed(3), POLICY)
+    # Proven unusable (past validBefore, unused on chain): only this gives the budget back.
+    assert ledger.mark_expired(second, "expired unused (authorizationState false)")
     assert ledger.spending().today == 20_000
-    ledger.record_signed(reservation(3), "0xsig", POLICY)
-    ledger.mark_unknown(first, "no answer")
+    ledger.record_signed(signed(3), POLICY)
+    assert ledger.mark_unknown(first, "no answer")
     assert ledger.spending().today == 40_000  # unknown still counts
-    ledger.mark_settled(first, "0xtx")
+    assert ledger.mark_settled(first, "0xtx")
     assert ledger.get(first).status == "settled" and ledger.get(first).transaction_hash == "0xtx"
-    # A later, weaker "no answer" never overrides the settled outcome.
-    ledger.mark_unknown(first, "late")
+    # Later, weaker words never override stronger ones.
+    assert not ledger.mark_unknown(first, "late")
+    assert not ledger.mark_declined(first, "late failure receipt")
+    assert not ledger.mark_expired(first, "late")
     assert ledger.get(first).status == "settled"
+    assert not ledger.mark_settled(second, "0xlate")  # expired is final
+    assert ledger.get(second).status == "expired"
+    with pytest.raises(LookupError):
+        ledger.mark_unknown(999, "no such row")
     with pytest.raises(sqlite3.IntegrityError):
-        ledger.record_signed(reservation(1, amount=1), "0xsig", POLICY)  # a nonce is recorded once
+        ledger.record_signed(signed(1, amount=1), POLICY)  # a nonce is recorded once
     ledger.close()
 
 
-def test_only_the_signed_record_waits_for_the_disk(tmp_path: Path) -> None:
+def test_one_connection_and_every_write_waits_for_the_disk(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite3")
-    full = 2
-    assert synchronous_mode(tmp_path, ledger) == full
-    payment = ledger.record_signed(reservation(1), "0xsig", POLICY)
+    payment = ledger.record_signed(signed(1), POLICY)
     ledger.mark_settled(payment, "0xtx")
     ledger.record_output(payment, image_url="http://127.0.0.1:9/a.png")
-    assert synchronous_mode(tmp_path, ledger) == full  # the signed record's connection never relaxes
-    normal = 1
-    assert int(ledger._relaxed.execute("PRAGMA synchronous").fetchone()[0]) == normal
-    reopened = Ledger(tmp_path / "l.sqlite3")  # what the relaxed connection wrote is there for a new reader
+    full = 2
+    assert int(ledger._db.execute("PRAGMA synchronous").fetchone()[0]) == full
+    reopened = Ledger(tmp_path / "l.sqlite3")
     row = reopened.get(payment)
     assert row.status == "settled" and row.transaction_hash == "0xtx" and row.image_url == "http://127.0.0.1:9/a.png"
     reopened.close()
@@ -76,11 +82,11 @@ def test_only_the_signed_record_waits_for_the_disk(tmp_path: Path) -> None:
 
 def test_lineage_and_outputs(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite3")
-    root = ledger.record_signed(reservation(1, 1), "0xsig", POLICY)
+    root = ledger.record_signed(signed(1, 1), POLICY)
     ledger.record_output(root, image_url="http://127.0.0.1:9/a.png", output_sha256="a" * 64)
-    child = ledger.record_signed(reservation(2, 1), "0xsig", POLICY)
+    child = ledger.record_signed(signed(2, 1), POLICY)
     ledger.record_output(child, image_url="http://127.0.0.1:9/b.png", parent_id=root, prompt="warmer")
-    other = ledger.record_signed(reservation(3, 1), "0xsig", POLICY)
+    other = ledger.record_signed(signed(3, 1), POLICY)
     assert ledger.find_output(image_url="http://127.0.0.1:9/b.png") == child
     assert ledger.find_output(sha256="a" * 64) == root
     assert [row.id for row in ledger.lineage(child)] == [root, child]
@@ -93,7 +99,7 @@ def test_lineage_and_outputs(tmp_path: Path) -> None:
 def test_jobs_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite3"
     ledger = Ledger(path)
-    payment = ledger.record_signed(reservation(1), "0xsig", POLICY)
+    payment = ledger.record_signed(signed(1), POLICY)
     ledger.add_job("job-1", payment, "image_inpaint", "http://127.0.0.1:9/jobs/job-1", save=True)
     ledger.close()
     reopened = Ledger(path)
@@ -109,7 +115,7 @@ def test_jobs_survive_reopening(tmp_path: Path) -> None:
 def summed_by_day(ledger: Ledger) -> dict[str, int]:
     """The budgets' figures the slow way: summing the payments themselves."""
     rows = ledger._db.execute(
-        "SELECT day, SUM(amount) FROM payments WHERE status IN ('reserved', 'signed', 'settled', 'unknown') "
+        "SELECT day, SUM(amount) FROM payments WHERE status IN ('signed', 'unknown', 'declined', 'settled') "
         "GROUP BY day"
     )
     return {day: amount for day, amount in rows}
@@ -126,17 +132,23 @@ def test_the_per_day_totals_follow_every_status_move(tmp_path: Path) -> None:
     now = [1_750_000_000.0]
     ledger = Ledger(tmp_path / "l.sqlite3", clock=lambda: now[0])
     unlimited = Policy(max_per_call=10**9, daily_budget=10**15, total_budget=None, confirm_above=10**9)
-    moves = (ledger.mark_settled, ledger.mark_released, ledger.mark_unknown)
     ids: list[int] = []
     for step in range(400):
         if step % 50 == 0:
             now[0] += 86_400 * rng.choice((0, 1))  # some days get several rows, across midnight
         if not ids or rng.random() < 0.4:
-            ids.append(ledger.record_signed(reservation(step + 1, rng.randint(1, 90_000)), "0xsig", unlimited))
+            ids.append(ledger.record_signed(signed(step + 1, rng.randint(1, 90_000)), unlimited))
             continue
-        payment, move = rng.choice(ids), rng.choice(moves)
-        with contextlib.suppress(LookupError):  # a move the ledger refuses changes nothing
-            move(payment, "0xtx" if move is ledger.mark_settled else "moved")  # type: ignore[operator]
+        payment = rng.choice(ids)
+        move = rng.choice(("settled", "declined", "unknown", "expired"))
+        if move == "settled":
+            ledger.mark_settled(payment, "0xtx")
+        elif move == "declined":
+            ledger.mark_declined(payment, "moved")
+        elif move == "unknown":
+            ledger.mark_unknown(payment, "moved")
+        else:
+            ledger.mark_expired(payment, "moved")
         assert kept_by_day(ledger) == summed_by_day(ledger), f"after step {step}"
     ledger._db.execute("DELETE FROM payments WHERE id = ?", (ids[0],))
     assert kept_by_day(ledger) == summed_by_day(ledger)
@@ -146,33 +158,62 @@ def test_the_per_day_totals_follow_every_status_move(tmp_path: Path) -> None:
     ledger.close()
 
 
-def test_a_ledger_from_before_the_per_day_totals_is_counted_on_opening(tmp_path: Path) -> None:
-    from x402_mcp.payments import ledger as ledger_module
+# The payments table as ledgers before the state machine wrote it (user_version 0 and 1).
+V1_PAYMENTS = """
+CREATE TABLE payments (
+    id INTEGER PRIMARY KEY, created_at REAL NOT NULL, updated_at REAL NOT NULL, day TEXT NOT NULL,
+    tool TEXT NOT NULL, url TEXT NOT NULL, request_digest TEXT NOT NULL, requirement TEXT NOT NULL,
+    x402_version INTEGER NOT NULL, amount INTEGER NOT NULL CHECK (amount > 0), network TEXT NOT NULL,
+    asset TEXT NOT NULL, pay_to TEXT NOT NULL, payer TEXT NOT NULL, nonce TEXT NOT NULL UNIQUE,
+    valid_before INTEGER NOT NULL, signature TEXT,
+    status TEXT NOT NULL CHECK (status IN ('reserved', 'signed', 'settled', 'released', 'unknown')),
+    transaction_hash TEXT, note TEXT, image_url TEXT, output_path TEXT, output_sha256 TEXT,
+    parent_id INTEGER REFERENCES payments(id), prompt TEXT
+);
+CREATE TABLE jobs (
+    job_id TEXT PRIMARY KEY, payment_id INTEGER NOT NULL REFERENCES payments(id), tool TEXT NOT NULL,
+    status_url TEXT NOT NULL, status TEXT NOT NULL, save INTEGER NOT NULL, created_at REAL NOT NULL,
+    updated_at REAL NOT NULL, result TEXT
+);
+CREATE INDEX payments_day ON payments(day, status);
+"""
 
+
+def test_an_older_ledger_is_moved_to_the_state_machine_once_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     old = sqlite3.connect(path)
-    old.executescript(ledger_module.SCHEMA)  # the schema as it was: payments, jobs, indexes, no totals,
-    old.execute("CREATE INDEX payments_day ON payments(day, status)")  # and the index budget reads used
+    old.executescript(V1_PAYMENTS)
     columns = (
         "created_at, updated_at, day, tool, url, request_digest, requirement, x402_version, amount, network, "
-        "asset, pay_to, payer, nonce, valid_before, status"
+        "asset, pay_to, payer, nonce, valid_before, status, note"
     )
-    for nonce, (day, amount, status) in enumerate(
-        [("2026-11-20", 10_000, "settled"), ("2026-11-21", 20_000, "unknown"), ("2026-11-21", 5_000, "released")]
-    ):
+    rows = [
+        ("2026-11-20", 10_000, "settled", None),
+        ("2026-11-21", 20_000, "unknown", "no answer"),
+        ("2026-11-21", 5_000, "released", "failure receipt: insufficient_funds"),  # the upstream's word
+        ("2026-11-21", 7_000, "released", "expired unused (authorizationState false)"),  # proven by the chain
+        ("2026-11-21", 3_000, "reserved", None),  # may have been signed: checked on chain again
+    ]
+    for nonce, (day, amount, status, note) in enumerate(rows):
         old.execute(
             f"INSERT INTO payments ({columns}) "
-            "VALUES (0, 0, ?, 't', 'u', 'd', '{}', 1, ?, 'base', 'a', 'p', 'f', ?, 0, ?)",
-            (day, amount, f"0x{nonce:064x}", status),
+            "VALUES (0, 0, ?, 't', 'u', 'd', '{}', 1, ?, 'base', 'a', 'p', 'f', ?, 0, ?, ?)",
+            (day, amount, f"0x{nonce:064x}", status, note),
         )
+    old.execute("INSERT INTO jobs VALUES ('job-1', 2, 't', 'http://127.0.0.1:9/jobs/1', 'running', 1, 0, 0, NULL)")
     old.commit()
     old.close()
     reopened = Ledger(path, clock=lambda: 1_795_262_400.0)  # 2026-11-21 UTC
-    assert reopened.spending().today == 20_000 and reopened.spending().total == 30_000
-    assert kept_by_day(reopened) == summed_by_day(reopened) == {"2026-11-20": 10_000, "2026-11-21": 20_000}
+    assert [row.status for row in reversed(reopened.recent())] == ["settled", "unknown", "declined", "expired", "signed"]
+    assert reopened.spending() == Spending(today=28_000, total=38_000)
+    assert kept_by_day(reopened) == summed_by_day(reopened) == {"2026-11-20": 10_000, "2026-11-21": 28_000}
     indexes = {row[0] for row in reopened._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "payments_day" not in indexes and "payments_status" in indexes
+    job = reopened.get_job("job-1")
+    assert job is not None and job.payment_id == 2
+    assert int(reopened._db.execute("PRAGMA foreign_keys").fetchone()[0]) == 1
+    reopened.mark_declined(2, "works in the new table")
     reopened.close()
-    again = Ledger(path, clock=lambda: 1_795_262_400.0)  # counted once, not twice
-    assert again.spending().total == 30_000
+    again = Ledger(path, clock=lambda: 1_795_262_400.0)  # migrated and counted once, not twice
+    assert again.spending().total == 38_000
     again.close()

@@ -35,7 +35,7 @@ from x402_mcp.catalog import CATALOG
 from x402_mcp.config import Settings
 from x402_mcp.payments.assets import USDC
 from x402_mcp.payments.chain import ChainReader
-from x402_mcp.payments.ledger import Ledger, PaymentRow, Reservation
+from x402_mcp.payments.ledger import Ledger, PaymentRow, SignedPayment
 from x402_mcp.payments.policy import COUNTED_STATUSES
 from x402_mcp.payments.reconcile import EXPIRY_MARGIN_SECONDS, Reconciler
 from x402_mcp.sandbox import RunningSandbox
@@ -145,8 +145,8 @@ class FakeClock:
         return self.now
 
 
-def reservation(payer: str, valid_before: int, *, amount: int = PRICE) -> Reservation:
-    return Reservation(
+def signed_payment(payer: str, valid_before: int, *, amount: int = PRICE) -> SignedPayment:
+    return SignedPayment(
         tool="image_generate",
         url="http://127.0.0.1:1/image-generate",
         request_digest="0" * 64,
@@ -159,6 +159,7 @@ def reservation(payer: str, valid_before: int, *, amount: int = PRICE) -> Reserv
         payer=payer,
         nonce="0x" + secrets.token_hex(32),
         valid_before=valid_before,
+        signature="0x" + "11" * 65,
     )
 
 
@@ -178,7 +179,7 @@ def assert_budget_held(sandbox: RunningSandbox, payer: str, settings: Settings, 
     for result in refused:
         text = text_of(result)
         assert "daily budget 0.40 USDC reached" in text, text
-        assert text.endswith("No money was spent."), text
+        assert text.endswith("Nothing was paid: no signed payment left this server."), text
         assert (result.structured_content or {})["money_spent"] is False
 
     # The sandbox: exactly the budget, no overshoot, no second authorization.
@@ -288,7 +289,7 @@ async def test_lost_answer_settles_at_most_once_stays_unknown_then_reconciles(
     text = text_of(result)
     assert result.is_error, text
     assert (result.structured_content or {})["money_spent"] is True
-    assert "No money was spent." not in text
+    assert "Nothing was paid: no signed payment left this server." not in text
     assert "Money may have been spent" in text
 
     # At most (here: exactly) one settlement, one authorization re-sent verbatim.
@@ -333,7 +334,7 @@ async def test_lost_answer_settles_at_most_once_stays_unknown_then_reconciles(
 
 
 @pytest.mark.timeout(30)
-async def test_failure_receipt_releases_the_reservation_and_charges_nothing(
+async def test_a_failure_receipt_is_the_upstreams_word_and_keeps_counting(
     sandbox: RunningSandbox, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent = record_payment_headers(monkeypatch)
@@ -344,27 +345,26 @@ async def test_failure_receipt_releases_the_reservation_and_charges_nothing(
         result = await client.call_tool("image_generate", generate_args("refused"))
         status = await client.call_tool("wallet_status", {})
         (row,) = ledger_rows(settings.resolved_ledger_path)
-        assert row.status == "released", row
+        # Still declined after reconciliation: unused on chain, but its authorization is still valid.
+        assert row.status == "declined", row
         assert sandbox.state.settlements == [] and sandbox.state.payment_headers_seen == 1
-        # Released means the budget is free again: the next call, same budget, is paid.
+        # The signed authorization could still be settled by whoever holds it: the budget stays held.
         sandbox.state.config.faults = set()
         again = await client.call_tool("image_generate", generate_args("again"))
 
     text = text_of(result)
     assert result.is_error
-    assert "refused the payment" in text and text.endswith("No money was spent."), text
-    assert (result.structured_content or {})["money_spent"] is False
-    data = status.structured_content or {}
-    assert data["spent_today_usdc"] == "0.00" and data["left_today_usdc"] == "0.01"
-    assert data["unresolved_payments"] == 0 and data["balance_usdc"] == "10.00"
+    assert "did not settle (insufficient_funds)" in text and "stays usable until" in text, text
+    assert "Money may have been spent" in text and "nothing" not in text.lower(), text
+    data = result.structured_content or {}
+    assert data["money_spent"] is True
+    assert data["payment"]["status"] == "declined" and data["payment"]["settled"] is False
+    wallet = status.structured_content or {}
+    assert wallet["spent_today_usdc"] == "0.01" and wallet["left_today_usdc"] == "0.00"
+    assert wallet["unresolved_payments"] == 1
 
-    assert not again.is_error, text_of(again)
-    assert len(sent) == 2 and sent[0] != sent[1]  # one authorization per call, each sent once
-    (settlement,) = sandbox.state.settlements
-    assert settlement.nonce.lower() == header_nonce(sent[1])
-    rows = sorted(ledger_rows(settings.resolved_ledger_path), key=lambda r: r.id)
-    assert [r.status for r in rows] == ["released", "settled"]
-    assert rows[0].nonce.lower() == header_nonce(sent[0])
+    assert again.is_error and "daily budget 0.01 USDC reached" in text_of(again), text_of(again)
+    assert len(sent) == 1  # the refusal came before any signature left
     assert counted_sum(settings.resolved_ledger_path) == PRICE
 
 
@@ -443,10 +443,9 @@ async def test_unreachable_rpc_keeps_an_unknown_row_counted_even_past_valid_befo
     settings = settings_for(sandbox, key, rpc_url=rpc_url(sandbox))
     async with Client(build_server(settings)) as client:
         # The row turns unknown while the server runs, as after a lost answer. It expired long ago:
-        # if the chain answered "unused" it would be released, but an outage must not be read as that.
+        # if the chain answered "unused" it would be expired, but an outage must not be read as that.
         ledger = Ledger(settings.resolved_ledger_path)
-        row_id = ledger.reserve(reservation(payer, int(time.time()) - 3600), settings.policy)
-        ledger.mark_signed(row_id, "0x" + "11" * 65)
+        row_id = ledger.record_signed(signed_payment(payer, int(time.time()) - 3600), settings.policy)
         ledger.mark_unknown(row_id, "no answer to the paid request")
 
         down = await client.call_tool("wallet_status", {})
@@ -460,10 +459,10 @@ async def test_unreachable_rpc_keeps_an_unknown_row_counted_even_past_valid_befo
 
         assert ledger.spending().today == PRICE
 
-        # Once the chain answers (nonce never used, validBefore long past), the row is released.
+        # Once the chain answers (nonce never used, validBefore long past), the row is expired.
         sandbox.state.config.rpc_down = False
         up = await client.call_tool("wallet_status", {})
-        assert ledger.get(row_id).status == "released"
+        assert ledger.get(row_id).status == "expired"
         data = up.structured_content or {}
         assert data["unresolved_payments"] == 0 and data["spent_today_usdc"] == "0.00"
         assert data["balance_usdc"] == "10.00"
@@ -471,37 +470,16 @@ async def test_unreachable_rpc_keeps_an_unknown_row_counted_even_past_valid_befo
     assert counted_sum(settings.resolved_ledger_path) == 0
 
 
-async def test_reserved_row_past_valid_before_is_released_and_a_fresh_one_is_kept(
-    key: str, payer: str, tmp_path: Path
-) -> None:
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
-    settings_policy = Settings(private_key=key, per_tool={}).policy
-    now = time.time()
-    stale = ledger.reserve(reservation(payer, int(now) - EXPIRY_MARGIN_SECONDS - 5), settings_policy)
-    fresh = ledger.reserve(reservation(payer, int(now) + 300), settings_policy)
-    assert ledger.spending().today == 2 * PRICE
-
-    chain = ChainReader(CLOSED_RPC, BASE_CHAIN_ID)
-    status = await Reconciler(ledger, chain).run()
-    await chain.aclose()
-    assert ledger.get(stale).status == "released"
-    assert ledger.get(fresh).status == "reserved"  # might still be signed and sent by a live call
-    assert status.resolved == 1 and status.pending == 1
-    assert ledger.spending().today == PRICE
-    ledger.close()
-
-
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("protocol", [2], indirect=True)
-async def test_signed_row_never_settled_is_released_only_after_valid_before(
+async def test_signed_row_never_settled_expires_only_after_valid_before(
     sandbox: RunningSandbox, key: str, payer: str, tmp_path: Path
 ) -> None:
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     policy = settings_for(sandbox, key).policy
     now = time.time()
     valid_before = int(now) + 120
-    row_id = ledger.reserve(reservation(payer, valid_before), policy)
-    ledger.mark_signed(row_id, "0x" + "22" * 65)
+    row_id = ledger.record_signed(signed_payment(payer, valid_before), policy)
     clock = FakeClock(now)
     chain = ChainReader(rpc_url(sandbox), BASE_CHAIN_ID)
     reconciler = Reconciler(ledger, chain, clock=clock)
@@ -520,7 +498,7 @@ async def test_signed_row_never_settled_is_released_only_after_valid_before(
     # Past validBefore (+ margin) and unused on chain: it can never settle now.
     clock.now = valid_before + EXPIRY_MARGIN_SECONDS + 1
     status = await reconciler.run()
-    assert ledger.get(row_id).status == "released"
+    assert ledger.get(row_id).status == "expired"
     assert status.resolved == 1 and status.pending == 0
     assert ledger.spending().today == 0
     assert sandbox.state.settlements == []
@@ -665,7 +643,7 @@ async def test_refused_approval_pays_nothing(sandbox: RunningSandbox, key: str, 
             result = await client.call_tool("image_generate", generate_args(name))
         text = text_of(result)
         assert result.is_error, (name, text)
-        assert text.endswith("No money was spent."), (name, text)
+        assert text.endswith("Nothing was paid: no signed payment left this server."), (name, text)
         assert_asked_for_exact_amount(sandbox, asked)
         assert sandbox.state.payment_headers_seen == 0, name
         assert sandbox.state.settlements == [], name
@@ -681,7 +659,7 @@ async def test_a_client_that_cannot_ask_is_not_charged(sandbox: RunningSandbox, 
     text = text_of(result)
     assert result.is_error, text
     assert "cannot ask the user" in text and "raise X402_CONFIRM_ABOVE" in text, text
-    assert text.endswith("No money was spent."), text
+    assert text.endswith("Nothing was paid: no signed payment left this server."), text
     assert sandbox.state.payment_headers_seen == 0
     assert ledger_rows(settings.resolved_ledger_path) == []
 
@@ -721,7 +699,7 @@ async def test_an_approval_does_not_cover_a_new_price(sandbox: RunningSandbox, k
         assert len(asked) == 2 and "0.01 USDC" in asked[0] and "0.02 USDC" in asked[1]
         assert sandbox.state.payment_headers_seen == 0
         assert rows == []
-        assert text_of(result).endswith("No money was spent.")
+        assert text_of(result).endswith("Nothing was paid: no signed payment left this server.")
 
 
 # --- 5. the private key never leaves the wallet ---------------------------------------------------
@@ -767,7 +745,7 @@ def assert_demo_flow_ran(results: list[CallToolResult]) -> None:
     assert [r.is_error for r in results] == [False, False, False, False, True, True, True, False, False]
     history = (results[-1].structured_content or {})["result"]
     assert sorted(entry["status"] for entry in history) == [
-        "released",
+        "declined",
         "settled",
         "settled",
         "settled",
@@ -890,7 +868,7 @@ async def test_an_extra_argument_does_not_raise_the_cap(
         assert name in text_of(result)
     assert "Extra inputs are not permitted" in text_of(result)
     # Without them the configured cap decides.
-    assert plain.is_error and text_of(plain).endswith("No money was spent."), text_of(plain)
+    assert plain.is_error and text_of(plain).endswith("Nothing was paid: no signed payment left this server."), text_of(plain)
     assert "above X402_MAX_PER_CALL of 0.005 USDC" in text_of(plain)
     assert (quote.structured_content or {})["allowed"] is False
     assert sent == []
@@ -919,6 +897,6 @@ async def test_arguments_cannot_forge_an_approval(
         assert name in text_of(result)  # each forged argument is named as unknown
     assert sandbox.state.requests_seen == 1  # only the honest call reached the upstream, unpaid
     assert honest.is_error and "cannot ask the user" in text_of(honest)
-    assert text_of(honest).endswith("No money was spent.")
+    assert text_of(honest).endswith("Nothing was paid: no signed payment left this server.")
     assert sent == [] and sandbox.state.settlements == []
     assert ledger_rows(settings.resolved_ledger_path) == []

@@ -137,8 +137,17 @@ class PaymentInfo(BaseModel):
     payer: str = Field(description="Address of the paying wallet.")
     transaction: str | None = Field(description="Settlement transaction hash, when the receipt gives one.")
     x402_version: int = Field(description="x402 protocol version of the exchange.")
-    settled: bool | None = Field(description="True if the receipt confirms settlement; None if none was sent.")
+    settled: bool | None = Field(
+        description="True if a receipt or the chain confirms settlement; False if the upstream says it did not "
+        "settle (its word: the payment still counts until the authorization expires unused); None if unknown."
+    )
     payment_id: int | None = Field(None, description="The payment's row in the local ledger.")
+    status: str | None = Field(
+        None, description="The ledger's status: signed, unknown, declined, settled or expired (see the README)."
+    )
+    authorization_expires: str | None = Field(
+        None, description="When the signed authorization stops being usable (UTC); it counts until resolved."
+    )
 
 
 class SavedFile(BaseModel):

@@ -1,4 +1,11 @@
-"""Running one catalog tool: validate and quote, (approve), pay once, shape the result."""
+"""One paid tool call, top to bottom: validate, resolve inputs, quote, (approve), pay, deliver.
+
+`prepare_call` is free: it checks the input, reads and checks its images and asks the upstream
+its price; nothing is signed. `finish_call` pays once (payments/payer.py) and delivers the
+image: saved file, preview, URL, metadata and receipt. Once a payment may have been made, the
+agent always gets the image URL (when the upstream gave one) and the receipt, whatever fails
+afterwards: a download, the disk, a preview, the ledger, or a bug.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +25,12 @@ from pydantic import ValidationError
 from x402_mcp import jobs
 from x402_mcp.catalog import ImageResult, JobStatus, PaymentInfo, SavedFile, ToolInput, ToolSpec
 from x402_mcp.images.inputs import InputError
-from x402_mcp.images.outputs import OutputError, SavedImage, fetch_image, save_image
+from x402_mcp.images.outputs import SavedImage, fetch_image, save_image
 from x402_mcp.images.request import ResolvedInputs, resolve_inputs
 from x402_mcp.payments.assets import format_usdc
 from x402_mcp.payments.errors import X402Error
 from x402_mcp.payments.ledger import PaymentRow
-from x402_mcp.payments.payer import Payment, Progress, Quote
+from x402_mcp.payments.payer import Payment, Progress, Quote, UpstreamResponse
 from x402_mcp.services import Services
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,10 @@ class ProgressReporter:
         return step
 
 
+def _expires(valid_before: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(valid_before))
+
+
 def payment_info(payment: Payment) -> PaymentInfo:
     return PaymentInfo(
         amount_usdc=payment.amount_usdc,
@@ -58,8 +69,10 @@ def payment_info(payment: Payment) -> PaymentInfo:
         payer=payment.payer,
         transaction=payment.transaction,
         x402_version=payment.x402_version,
-        settled=payment.settled,
+        settled=True if payment.status == "settled" else payment.settled,
         payment_id=payment.ledger_id,
+        status=payment.status,
+        authorization_expires=_expires(payment.valid_before),
     )
 
 
@@ -74,22 +87,29 @@ def payment_info_from_row(row: PaymentRow) -> PaymentInfo:
         payer=row.payer,
         transaction=row.transaction_hash,
         x402_version=row.x402_version,
-        settled=True if row.status == "settled" else None,
+        settled={"settled": True, "declined": False}.get(row.status),
         payment_id=row.id,
+        status=row.status,
+        authorization_expires=_expires(row.valid_before),
     )
 
 
-def error_result(message: str, *, money_spent: bool, payment: Payment | None = None) -> CallToolResult:
-    """An error the agent can read, which always says whether money was spent."""
-    if money_spent and payment is not None:
-        spent = f"Money spent: {payment.amount_usdc} USDC (tx {payment.transaction or 'unknown'})."
-    elif money_spent:
-        spent = "Money may have been spent: see the message above."
+def error_result(message: str, *, money_spent: bool, receipt: PaymentInfo | None = None) -> CallToolResult:
+    """An error the agent can read, which always says whether money may have been spent."""
+    if not money_spent:
+        spent = "Nothing was paid: no signed payment left this server."
+    elif receipt is not None and receipt.status == "settled":
+        spent = f"Money spent: {receipt.amount_usdc} USDC (tx {receipt.transaction or 'confirmed on chain'})."
+    elif receipt is not None:
+        spent = (
+            f"Money may have been spent: payment {receipt.payment_id} ({receipt.amount_usdc} USDC) counts against "
+            "the budget until it is resolved. Do not retry just to check: a new call pays again."
+        )
     else:
-        spent = "No money was spent."
+        spent = "Money may have been spent: see above. Do not retry just to check: a new call pays again."
     structured: dict[str, Any] = {"error": message, "money_spent": money_spent}
-    if payment is not None:
-        structured["payment"] = payment_info(payment).model_dump(mode="json")
+    if receipt is not None:
+        structured["payment"] = receipt.model_dump(mode="json")
     return CallToolResult(
         content=[TextContent(type="text", text=f"{message}\n{spent}")],
         structured_content=structured,
@@ -114,9 +134,14 @@ def _summary(title: str, result: ImageResult, notes: Sequence[str]) -> str:
     payment = result.payment
     if payment is None:
         lines.append("No payment was needed.")
-    else:
-        receipt = f"tx {payment.transaction}" if payment.transaction else "no receipt sent"
+    elif payment.status == "settled":
+        receipt = f"tx {payment.transaction}" if payment.transaction else "confirmed on chain"
         lines.append(f"Paid {payment.amount_usdc} USDC on {payment.network} to {payment.pay_to} ({receipt}).")
+    else:
+        lines.append(
+            f"Paid {payment.amount_usdc} USDC on {payment.network} to {payment.pay_to}, without a settlement receipt: "
+            f"payment {payment.payment_id} counts against the budget until the chain confirms it."
+        )
     return "\n".join(lines)
 
 
@@ -171,46 +196,117 @@ async def finish_call(prepared: Prepared, services: Services, *, approved: bool,
     assert quote is not None and arguments is not None and inputs is not None
     if quote.needs_approval and not approved:
         reason = quote.decision.reason if quote.decision else ""
-        return error_result(f"nothing was paid: {reason}; {refusal}", money_spent=False)
+        return error_result(f"nothing was signed or paid: {reason}; {refusal}", money_spent=False)
     spec = prepared.spec
     try:
         response = await services.payer.pay(quote, approved=approved, progress=prepared.progress)
     except X402Error as exc:
-        return error_result(str(exc), money_spent=exc.money_spent)
+        receipt = payment_info(exc.payment) if exc.payment is not None else None
+        return error_result(str(exc), money_spent=exc.money_spent, receipt=receipt)
+    if response.payment is None:
+        if response.status >= 400:
+            return error_result(
+                f"the upstream answered {response.status} without asking for payment: {response.body[:300]!r}",
+                money_spent=False,
+            )
+        return await _deliver_answer(spec, response, None, services, prepared, arguments, inputs)
+    receipt = payment_info(response.payment)
+    try:
+        return await _deliver_answer(spec, response, receipt, services, prepared, arguments, inputs)
+    except Exception as exc:  # a paid result is never lost: whatever broke, the agent gets URL and receipt
+        log.exception("%s: delivering a paid result failed", spec.name)
+        return paid_but_undelivered(spec, receipt, _image_url_in(response), f"{type(exc).__name__}: {exc}")
 
-    payment = response.payment
-    receipt = payment_info(payment) if payment else None
-    spent = bool(payment and payment.settled is not False)
-    if response.status >= 400:
-        return error_result(
-            f"the upstream answered {response.status} without asking for payment: {response.body[:300]!r}",
-            money_spent=False,
-        )
+
+async def _deliver_answer(
+    spec: ToolSpec,
+    response: UpstreamResponse,
+    receipt: PaymentInfo | None,
+    services: Services,
+    prepared: Prepared,
+    arguments: ToolInput,
+    inputs: ResolvedInputs,
+) -> CallToolResult:
+    """The upstream's answer as a result: an image now, or a job to wait for."""
     try:
         data = response.json()
         if not isinstance(data, dict):
             raise ValueError("the answer is not a JSON object")
-        job = jobs.job_in_answer(spec, data, quote.url)
+        job = jobs.job_in_answer(spec, data, response.url)
     except (ValueError, jobs.JobError) as exc:
-        return error_result(f"the upstream's answer is unusable ({exc}).", money_spent=spent, payment=payment)
-    prompt = getattr(arguments, "prompt", None)
-    if job is not None:
-        if payment is not None:
-            # Recorded now: the job may be finished by image_job_status, after a restart.
-            services.ledger.record_output(payment.ledger_id, parent_id=inputs.parent_id, prompt=prompt)
-            services.ledger.add_job(job.job_id, payment.ledger_id, spec.name, job.status_url, save=arguments.save)
-        return await wait_for_job(
-            spec, job, receipt, services, prepared.progress, save=arguments.save, notes=inputs.notes
+        if receipt is None:
+            return error_result(f"the upstream's answer is unusable ({exc}).", money_spent=False)
+        return paid_but_undelivered(
+            spec, receipt, _image_url_in(response), f"the upstream's answer is unusable ({exc})"
         )
-    return await deliver(
-        spec,
-        data,
-        receipt,
-        services,
-        prepared.progress,
-        save=arguments.save,
-        notes=inputs.notes,
-        lineage=(inputs.parent_id, prompt),
+    prompt = getattr(arguments, "prompt", None)
+    if job is None:
+        return await deliver(
+            spec,
+            data,
+            receipt,
+            services,
+            prepared.progress,
+            save=arguments.save,
+            notes=inputs.notes,
+            lineage=(inputs.parent_id, prompt),
+        )
+    notes = list(inputs.notes)
+    if receipt is not None and receipt.payment_id is not None:
+        # Recorded now: the job may be finished by image_job_status, after a restart.
+        payment_id = receipt.payment_id
+        _record(
+            notes,
+            "the job",
+            lambda: services.ledger.record_output(payment_id, parent_id=inputs.parent_id, prompt=prompt),
+        )
+        _record(
+            notes,
+            "the job",
+            lambda: services.ledger.add_job(job.job_id, payment_id, spec.name, job.status_url, save=arguments.save),
+        )
+    return await wait_for_job(spec, job, receipt, services, prepared.progress, save=arguments.save, notes=notes)
+
+
+def _image_url_in(response: UpstreamResponse) -> str | None:
+    """The image URL in an answer, if one can be read at all (for results that failed later)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    url = data.get("image_url") if isinstance(data, dict) else None
+    return url if isinstance(url, str) and url else None
+
+
+def _record(notes: list[str], what: str, write: Callable[[], object]) -> None:
+    """A ledger write after payment: its failure is reported in the result, never raised past it."""
+    try:
+        write()
+    except Exception as exc:
+        log.exception("the ledger could not record %s", what)
+        notes.append(
+            f"The local ledger could not record {what} ({type(exc).__name__}); the payment itself is recorded."
+        )
+
+
+def paid_but_undelivered(spec: ToolSpec, receipt: PaymentInfo, image_url: str | None, failure: str) -> CallToolResult:
+    """A paid call whose delivery failed: the URL (if any) and the receipt, and what failed."""
+    if image_url is None:
+        return error_result(
+            f"{spec.title}: paid, but the result could not be delivered: {failure}. The upstream gave no usable "
+            "image URL; keep the receipt below for support.",
+            money_spent=True,
+            receipt=receipt,
+        )
+    result = spec.output_model.model_validate({"image_url": image_url, "payment": receipt})
+    result.save_error = f"paid, but delivering the result failed: {failure}"
+    text = (
+        f"{spec.title}: {image_url}\nPaid, but delivering the result failed: {failure}. The image URL above is the "
+        f"paid result: download it from there instead of calling again. Payment {receipt.payment_id}: "
+        f"{receipt.amount_usdc} USDC ({receipt.status})."
+    )
+    return CallToolResult(
+        content=[TextContent(type="text", text=text)], structured_content=result.model_dump(mode="json")
     )
 
 
@@ -226,13 +322,22 @@ async def wait_for_job(
 ) -> CallToolResult:
     """Poll a paid job until it ends or X402_WAIT_SECONDS pass; then the image, or a handle to resume."""
     deadline = time.monotonic() + services.settings.wait_seconds
+    paid = receipt is not None
     try:
         status, result = await jobs.poll(job, spec, services.http, deadline=deadline, progress=progress)
+    except jobs.JobFailed as exc:
+        # The upstream's own word that the job failed: the only final failure of a job.
+        _record(list(notes), "the job's failure", lambda: services.ledger.update_job(job.job_id, "failed"))
+        return error_result(f"{exc}. The job was paid when it was created.", money_spent=paid, receipt=receipt)
     except jobs.JobError as exc:
-        services.ledger.update_job(job.job_id, "failed")
-        return error_result(f"{exc}. The job was paid when it was created.", money_spent=True)
+        return error_result(
+            f"{exc}. The job {job.job_id} was paid when it was created and may still finish: call image_job_status "
+            f"with job_id {job.job_id!r} later (it never pays again).",
+            money_spent=paid,
+            receipt=receipt,
+        )
     if result is None:
-        services.ledger.update_job(job.job_id, status)
+        _record(list(notes), "the job's status", lambda: services.ledger.update_job(job.job_id, status))
         handle = ImageResult(
             image_url=None,
             job=JobStatus(job_id=job.job_id, status=status, status_url=job.status_url),
@@ -245,8 +350,9 @@ async def wait_for_job(
         return CallToolResult(
             content=[TextContent(type="text", text=text)], structured_content=handle.model_dump(mode="json")
         )
-    services.ledger.update_job(job.job_id, "succeeded", result)
-    return await deliver(spec, result, receipt, services, progress, save=save, job_id=job.job_id, notes=notes)
+    result_notes = list(notes)
+    _record(result_notes, "the job's result", lambda: services.ledger.update_job(job.job_id, "succeeded", result))
+    return await deliver(spec, result, receipt, services, progress, save=save, job_id=job.job_id, notes=result_notes)
 
 
 async def deliver(
@@ -264,15 +370,21 @@ async def deliver(
     """Shape the upstream's image result: saved file, preview, URL, metadata, receipt.
 
     `lineage` is (parent payment, prompt) when known here; a resumed job finds them in the ledger.
+    Failures to download, save or preview are reported in the result (`save_error`), never raised.
     """
-    spent = receipt is not None and receipt.settled is not False
     try:
         if not isinstance(data.get("image_url"), str):
             raise ValueError("no image_url in the answer")
         result = spec.output_model.model_validate({**data, "payment": receipt})
     except (ValueError, ValidationError) as exc:
         log.warning("%s: unusable upstream answer: %s", spec.name, exc)
-        return error_result(f"the upstream's answer is not a usable image result ({exc}).", money_spent=spent)
+        if receipt is None:
+            return error_result(f"the upstream's answer is not a usable image result ({exc}).", money_spent=False)
+        url = data.get("image_url")
+        return paid_but_undelivered(
+            spec, receipt, url if isinstance(url, str) and url else None, f"the answer is not a usable result ({exc})"
+        )
+    notes = list(notes)
     parent_id, prompt = lineage or (None, None)
     if lineage is None and receipt is not None and receipt.payment_id is not None:
         parent_id = services.ledger.get(receipt.payment_id).parent_id
@@ -282,31 +394,23 @@ async def deliver(
     saved: SavedImage | None = None
     if save and result.image_url:
         try:
-            await progress("downloading the image")
-            settings = services.settings
-            image = await fetch_image(
-                result.image_url, services.http, max_bytes=settings.max_output_bytes, read_timeout=settings.timeout
-            )
-            await progress("saving the image")
-            saved = await anyio.to_thread.run_sync(
-                lambda: save_image(image, tool=spec.name, directory=settings.output_dir.expanduser())
-            )
+            saved = await _download_and_save(spec, result.image_url, services, progress)
             result.saved = saved_file(saved)
-        except OutputError as exc:
-            result.save_error = str(exc)
+        except Exception as exc:  # the disk, the download or the image: the URL still works
+            log.warning("%s: result not saved: %s", spec.name, exc)
+            result.save_error = str(exc) or type(exc).__name__
     if receipt is not None and receipt.payment_id is not None:
         # One write links the payment to what it bought.
-        await anyio.to_thread.run_sync(
-            partial(
-                services.ledger.record_output,
-                receipt.payment_id,
-                image_url=result.image_url,
-                output_path=str(saved.path) if saved else None,
-                output_sha256=saved.sha256 if saved else None,
-                parent_id=parent_id,
-                prompt=prompt,
-            )
+        link = partial(
+            services.ledger.record_output,
+            receipt.payment_id,
+            image_url=result.image_url,
+            output_path=str(saved.path) if saved else None,
+            output_sha256=saved.sha256 if saved else None,
+            parent_id=parent_id,
+            prompt=prompt,
         )
+        _record(notes, "what this payment bought", link)
     content: list[ContentBlock] = []
     if saved is not None:
         preview = saved.preview
@@ -325,6 +429,15 @@ async def deliver(
         )
     content.append(TextContent(type="text", text=_summary(spec.title, result, notes)))
     return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
+
+
+async def _download_and_save(spec: ToolSpec, url: str, services: Services, progress: Progress) -> SavedImage:
+    settings = services.settings
+    await progress("downloading the image")
+    image = await fetch_image(url, services.http, max_bytes=settings.max_output_bytes, read_timeout=settings.timeout)
+    await progress("saving the image")
+    directory = settings.output_dir.expanduser()
+    return await anyio.to_thread.run_sync(lambda: save_image(image, tool=spec.name, directory=directory))
 
 
 def saved_file(saved: SavedImage) -> SavedFile:

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from x402_mcp.payments.payer import Payment
+
 
 class X402Error(Exception):
-    """Base of every error the payment code raises on purpose."""
+    """Base of every error the payment code raises on purpose.
 
-    #: Whether money may have left the wallet when this error was raised.
-    money_spent: bool = False
+    `payment` is the signed payment whose header may have left the process, if there is one: from
+    then on the payment counts against the budgets, so `money_spent` is true.
+    """
+
+    def __init__(self, message: str, *, payment: Payment | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.payment = payment
+        self.status = status
+
+    @property
+    def money_spent(self) -> bool:
+        """Whether money may have left the wallet (a signed header may have reached the upstream)."""
+        return self.payment is not None
 
 
 class ChallengeError(X402Error):
@@ -15,7 +31,11 @@ class ChallengeError(X402Error):
 
 
 class PaymentRefused(X402Error):
-    """The challenge was readable, but nothing in it may be paid: no signature was made."""
+    """Nothing may be paid (policy, limits, the user, the challenge): no signature left the process."""
+
+
+class PaymentDeclined(X402Error):
+    """The upstream sent a failure receipt for a signed payment: its word, not proof."""
 
 
 class ReceiptError(X402Error):
@@ -24,8 +44,3 @@ class ReceiptError(X402Error):
 
 class UpstreamError(X402Error):
     """The upstream answered with an error, or could not be reached."""
-
-    def __init__(self, message: str, *, status: int | None = None, money_spent: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.money_spent = money_spent

@@ -1,9 +1,27 @@
-"""The durable record of every payment, in SQLite (WAL).
+"""The durable record of every payment, in SQLite (WAL, synchronous=FULL): one state machine.
 
-A payment row moves reserved -> signed -> settled | released | unknown. The reservation and
-its budget check are one IMMEDIATE transaction, so concurrent calls (threads, tasks, or other
-server processes sharing the file) can never overshoot a budget; the signed authorization is
-written before it leaves the process, so a crash loses no record. Each method is one short
+A row is written, in one IMMEDIATE transaction with the budget check, before its signed header
+leaves the process: concurrent calls (tasks, threads, other processes sharing the file) can never
+overshoot a budget, and a crash loses no record. From then on the payment counts against every
+budget until it is proven settled or proven unusable:
+
+==========  ===========================================================  =======  ====================
+status      what is known                                                counted  moves to
+==========  ===========================================================  =======  ====================
+signed      recorded before its header left; no outcome yet (or the      yes      settled, declined,
+            process died waiting)                                                 unknown, expired
+unknown     the header may have arrived; no readable outcome (lost       yes      settled, expired
+            answer, timeout, 5xx, an answer without a receipt)
+declined    the upstream sent a failure receipt: its word, not proof;    yes      settled, expired
+            the signed authorization stays usable until valid_before
+settled     a success receipt, or the chain says the nonce is used       yes      (final)
+expired     valid_before passed and the chain says the nonce is unused:  no       (final)
+            it can never settle
+==========  ===========================================================  =======  ====================
+
+The payer makes the first three moves (from `signed`); reconciliation (reconcile.py) makes the
+moves to settled and expired from the chain. A weaker word never overwrites a stronger one: a late
+"no answer" leaves a settled, declined or expired row as it is. Each method is one short
 synchronous transaction with no await inside, so coroutines cannot interleave within one.
 """
 
@@ -22,10 +40,22 @@ from typing import Any, Literal
 
 from x402_mcp.payments.policy import COUNTED_STATUSES, Policy, Spending, budget_refusal, utc_day
 
-Status = Literal["reserved", "signed", "settled", "released", "unknown"]
+Status = Literal["signed", "unknown", "declined", "settled", "expired"]
+STATUSES: tuple[Status, ...] = ("signed", "unknown", "declined", "settled", "expired")
+#: Statuses whose outcome is not final: reconciliation looks at these.
+UNRESOLVED: tuple[Status, ...] = ("signed", "unknown", "declined")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS payments (
+
+def _in(statuses: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{status}'" for status in statuses) + ")"
+
+
+_COUNTED = _in(COUNTED_STATUSES)
+
+
+def _payments_table(name: str) -> str:
+    return f"""
+CREATE TABLE IF NOT EXISTS {name} (
     id              INTEGER PRIMARY KEY,
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL,
@@ -43,8 +73,7 @@ CREATE TABLE IF NOT EXISTS payments (
     nonce           TEXT NOT NULL UNIQUE,
     valid_before    INTEGER NOT NULL,
     signature       TEXT,
-    status          TEXT NOT NULL
-                    CHECK (status IN ('reserved', 'signed', 'settled', 'released', 'unknown')),
+    status          TEXT NOT NULL CHECK (status IN {_in(STATUSES)}),
     transaction_hash TEXT,
     note            TEXT,
     image_url       TEXT,
@@ -52,8 +81,16 @@ CREATE TABLE IF NOT EXISTS payments (
     output_sha256   TEXT,
     parent_id       INTEGER REFERENCES payments(id),
     prompt          TEXT
-);
-CREATE TABLE IF NOT EXISTS jobs (
+)"""
+
+
+# What counts against the budgets, per UTC day, is kept in counted_by_day by triggers in the same
+# transaction as the row that changes it: a budget check reads one row, however long the history
+# (summing the payments took 23-43 ms at 100,000 rows). Only a move into or out of a counted
+# status, or a change of amount or day, touches it.
+SCHEMA: tuple[str, ...] = (
+    _payments_table("payments"),
+    """CREATE TABLE IF NOT EXISTS jobs (
     job_id          TEXT PRIMARY KEY,
     payment_id      INTEGER NOT NULL REFERENCES payments(id),
     tool            TEXT NOT NULL,
@@ -63,50 +100,75 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL,
     result          TEXT
-);
-CREATE INDEX IF NOT EXISTS payments_status ON payments(status);
-CREATE INDEX IF NOT EXISTS payments_image_url ON payments(image_url);
-CREATE INDEX IF NOT EXISTS payments_output_sha256 ON payments(output_sha256);
-"""
-
-_COUNTED = "(" + ", ".join(f"'{s}'" for s in COUNTED_STATUSES) + ")"
-
-# What counts against the budgets, per UTC day, kept by triggers in the same transaction as the row
-# that changes it: a budget check reads one row, however long the history (summing the payments
-# took 2-4 ms at 10,000 rows and 23-43 ms at 100,000 in the benchmarks). Only a move into or out
-# of a counted status, or a change of amount or day, touches it; signed -> settled does not.
-COUNTED_BY_DAY = f"""
-CREATE TABLE IF NOT EXISTS counted_by_day (
-    day             TEXT PRIMARY KEY,
-    amount          INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS counted_on_insert AFTER INSERT ON payments
+)""",
+    "CREATE INDEX IF NOT EXISTS payments_status ON payments(status)",
+    "CREATE INDEX IF NOT EXISTS payments_image_url ON payments(image_url)",
+    "CREATE INDEX IF NOT EXISTS payments_output_sha256 ON payments(output_sha256)",
+    "CREATE TABLE IF NOT EXISTS counted_by_day (day TEXT PRIMARY KEY, amount INTEGER NOT NULL) WITHOUT ROWID",
+    f"""CREATE TRIGGER IF NOT EXISTS counted_on_insert AFTER INSERT ON payments
 WHEN NEW.status IN {_COUNTED}
 BEGIN
     INSERT INTO counted_by_day (day, amount) VALUES (NEW.day, NEW.amount)
         ON CONFLICT (day) DO UPDATE SET amount = amount + excluded.amount;
-END;
-CREATE TRIGGER IF NOT EXISTS counted_on_update AFTER UPDATE OF status, amount, day ON payments
+END""",
+    f"""CREATE TRIGGER IF NOT EXISTS counted_on_update AFTER UPDATE OF status, amount, day ON payments
 WHEN (OLD.status IN {_COUNTED}) != (NEW.status IN {_COUNTED}) OR OLD.amount != NEW.amount OR OLD.day != NEW.day
 BEGIN
     UPDATE counted_by_day SET amount = amount - OLD.amount WHERE day = OLD.day AND OLD.status IN {_COUNTED};
     INSERT INTO counted_by_day (day, amount) SELECT NEW.day, NEW.amount WHERE NEW.status IN {_COUNTED}
         ON CONFLICT (day) DO UPDATE SET amount = amount + excluded.amount;
-END;
-CREATE TRIGGER IF NOT EXISTS counted_on_delete AFTER DELETE ON payments
+END""",
+    f"""CREATE TRIGGER IF NOT EXISTS counted_on_delete AFTER DELETE ON payments
 WHEN OLD.status IN {_COUNTED}
 BEGIN
     UPDATE counted_by_day SET amount = amount - OLD.amount WHERE day = OLD.day;
-END;
-"""
+END""",
+)
 
-#: PRAGMA user_version of a ledger whose counted_by_day is complete. A ledger written before it
-#: existed is counted once, from its payments, when it is first opened.
-SCHEMA_VERSION = 1
+#: PRAGMA user_version of a ledger in today's shape. 1 added counted_by_day; 2 is the state
+#: machine above (the statuses `reserved` and `released` are gone).
+SCHEMA_VERSION = 2
+
+_COLUMNS = (
+    "id",
+    "created_at",
+    "updated_at",
+    "day",
+    "tool",
+    "url",
+    "request_digest",
+    "requirement",
+    "x402_version",
+    "amount",
+    "network",
+    "asset",
+    "pay_to",
+    "payer",
+    "nonce",
+    "valid_before",
+    "signature",
+    "status",
+    "transaction_hash",
+    "note",
+    "image_url",
+    "output_path",
+    "output_sha256",
+    "parent_id",
+    "prompt",
+)
+# Version 1 statuses in today's terms. `released` was written for failure receipts (now the
+# upstream's word: declined, counted until the chain proves the nonce unused) and for expired
+# unused authorizations; `reserved` rows may have been signed: both are checked again on chain.
+_STATUS_FROM_V1 = (
+    "CASE WHEN status = 'reserved' THEN 'signed' "
+    "WHEN status = 'released' AND note LIKE 'failure receipt%' THEN 'declined' "
+    "WHEN status = 'released' AND note LIKE 'expired%' THEN 'expired' "
+    "WHEN status = 'released' THEN 'unknown' ELSE status END"
+)
 
 
 class BudgetExceeded(Exception):
-    """The reservation would break a budget; nothing was written."""
+    """The payment would break a budget; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -154,8 +216,8 @@ class JobRow:
 
 
 @dataclass(frozen=True)
-class Reservation:
-    """What to reserve: everything about the payment except the signature."""
+class SignedPayment:
+    """One signed authorization, as the ledger records it before it leaves the process."""
 
     tool: str
     url: str
@@ -169,6 +231,7 @@ class Reservation:
     payer: str
     nonce: str
     valid_before: int
+    signature: str
 
 
 class Ledger:
@@ -181,28 +244,33 @@ class Ledger:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a signed authorization must survive power loss
-        self._db.execute("PRAGMA foreign_keys=ON")
         self._migrate()
-        # A second connection for the writes whose loss is harmless (see `_write`): synchronous is a
-        # per-connection setting, so no write has to switch it (two statements) and switch it back.
-        self._relaxed = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._relaxed.row_factory = sqlite3.Row
-        self._relaxed.execute("PRAGMA synchronous=NORMAL")
-        self._relaxed.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA foreign_keys=ON")
         with contextlib.suppress(OSError):  # a filesystem without modes
             path.chmod(0o600)
 
     def _migrate(self) -> None:
-        """Create what is missing, and count an older ledger's payments into counted_by_day, once.
+        """Bring the file to SCHEMA_VERSION in one transaction (safe when several servers start together).
 
-        The triggers exist before the count, and the count is one transaction: a payment another
-        process writes meanwhile is either counted by a trigger or already in the recount.
+        Foreign keys are off meanwhile (the caller turns them on): rebuilding `payments` drops a
+        table that `jobs` refers to.
         """
-        self._db.executescript(SCHEMA + COUNTED_BY_DAY)  # each statement IF NOT EXISTS
         with self._write() as db:
-            if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version >= SCHEMA_VERSION:
                 return
-            db.execute("DROP INDEX IF EXISTS payments_day")  # what budget reads used before counted_by_day
+            exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payments'").fetchone()
+            if exists:
+                # SQLite cannot change a CHECK in place: copy into a new table with today's statuses.
+                db.execute(_payments_table("payments_new"))
+                columns = ", ".join(_COLUMNS)
+                select = ", ".join(_STATUS_FROM_V1 if column == "status" else column for column in _COLUMNS)
+                db.execute(f"INSERT INTO payments_new ({columns}) SELECT {select} FROM payments")
+                db.execute("DROP TABLE payments")
+                db.execute("ALTER TABLE payments_new RENAME TO payments")
+                db.execute("DROP INDEX IF EXISTS payments_day")  # what budget reads used before counted_by_day
+            for statement in SCHEMA:
+                db.execute(statement)
             db.execute("DELETE FROM counted_by_day")
             db.execute(
                 "INSERT INTO counted_by_day (day, amount) "
@@ -212,147 +280,103 @@ class Ledger:
 
     def close(self) -> None:
         with self._lock:
-            self._relaxed.close()
             self._db.close()
 
     @contextmanager
-    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: other writers (in any process) wait until it ends.
-
-        `durable=False` skips the fsync (WAL, synchronous=NORMAL: safe against a crash of the
-        process, not of the machine). Only for updates whose loss is harmless: an outcome or an
-        output link lost to a power cut leaves the row `signed`, still counted and reconcilable.
-        """
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: other writers (in any process) wait until it ends."""
         with self._lock:
-            db = self._db if durable else self._relaxed
-            db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield db
+                yield self._db
             except BaseException:
-                db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
+            self._db.execute("COMMIT")
 
-    def _spending(self, db: sqlite3.Connection, day: str, *, with_total: bool = True) -> Spending:
-        """Today's counted total and, when asked, the all-time one (one row per day: see COUNTED_BY_DAY)."""
+    def _spending(self, db: sqlite3.Connection, day: str) -> Spending:
+        """Today's counted total and the all-time one (one row per day: see counted_by_day)."""
         row = db.execute("SELECT amount FROM counted_by_day WHERE day = ?", (day,)).fetchone()
-        today = row[0] if row is not None else 0
-        total = 0
-        if with_total:
-            total = db.execute("SELECT COALESCE(SUM(amount), 0) FROM counted_by_day").fetchone()[0]
-        return Spending(today=int(today), total=int(total))
+        total = db.execute("SELECT COALESCE(SUM(amount), 0) FROM counted_by_day").fetchone()[0]
+        return Spending(today=int(row[0]) if row is not None else 0, total=int(total))
 
-    def spending(self, *, with_total: bool = True) -> Spending:
-        """What counts against the budgets now; `with_total=False` skips the all-time sum (0 then)."""
+    def spending(self) -> Spending:
+        """What counts against the budgets now."""
         with self._lock:
-            return self._spending(self._db, utc_day(self._clock()), with_total=with_total)
+            return self._spending(self._db, utc_day(self._clock()))
 
-    def reserve(self, reservation: Reservation, policy: Policy) -> int:
-        """Record the payment as `reserved` if it fits the budgets, in one transaction."""
-        return self._insert(reservation, policy, "reserved", None)
-
-    def record_signed(self, reservation: Reservation, signature: str, policy: Policy) -> int:
+    def record_signed(self, payment: SignedPayment, policy: Policy) -> int:
         """Record a signed authorization as `signed` if it fits the budgets: one transaction, one fsync.
 
-        The payer calls this before the signature leaves the process; a refusal means it never does.
+        The payer calls this before the header leaves the process; `BudgetExceeded` means it never does.
         """
-        return self._insert(reservation, policy, "signed", signature)
-
-    def _insert(self, reservation: Reservation, policy: Policy, status: Status, signature: str | None) -> int:
         now = self._clock()
         day = utc_day(now)
         with self._write() as db:
-            spending = self._spending(db, day, with_total=policy.total_budget is not None)
-            refusal = budget_refusal(policy, spending, reservation.amount)
+            refusal = budget_refusal(policy, self._spending(db, day), payment.amount)
             if refusal is not None:
                 raise BudgetExceeded(refusal)
             cursor = db.execute(
                 "INSERT INTO payments (created_at, updated_at, day, tool, url, request_digest, requirement, "
                 "x402_version, amount, network, asset, pay_to, payer, nonce, valid_before, status, signature) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'signed', ?)",
                 (
                     now,
                     now,
                     day,
-                    reservation.tool,
-                    reservation.url,
-                    reservation.request_digest,
-                    json.dumps(reservation.requirement, sort_keys=True),
-                    reservation.x402_version,
-                    reservation.amount,
-                    reservation.network,
-                    reservation.asset,
-                    reservation.pay_to,
-                    reservation.payer,
-                    reservation.nonce,
-                    reservation.valid_before,
-                    status,
-                    signature,
+                    payment.tool,
+                    payment.url,
+                    payment.request_digest,
+                    json.dumps(payment.requirement, sort_keys=True),
+                    payment.x402_version,
+                    payment.amount,
+                    payment.network,
+                    payment.asset,
+                    payment.pay_to,
+                    payment.payer,
+                    payment.nonce,
+                    payment.valid_before,
+                    payment.signature,
                 ),
             )
             return int(cursor.lastrowid or 0)
 
-    def _update(
-        self,
-        payment_id: int,
-        expected: tuple[Status, ...],
-        fields: dict[str, Any],
-        *,
-        settled_already: tuple[Status, ...] = (),
-        durable: bool = False,
-    ) -> None:
-        """Move a row from one of `expected`; a row already in `settled_already` is left as it is.
+    def _move(self, payment_id: int, expected: tuple[Status, ...], fields: dict[str, Any]) -> bool:
+        """Move a row that is in one of `expected`; False (and no change) when it is in another status.
 
-        Reconciliation and the call that paid can both learn an outcome; the final one wins, and the
-        later, weaker one (no answer, say) must not raise into the call that is still answering.
+        Statuses only move towards final ones, so a row left alone already holds stronger news.
         """
         fields = {**fields, "updated_at": self._clock()}
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        placeholders = ", ".join("?" for _ in expected)
-        with self._lock:
-            db = self._db if durable else self._relaxed
-            # One statement is its own transaction. Statuses only move towards final ones, so a row
-            # the UPDATE skipped is still in a status it did not expect when it is read below.
+        with self._write() as db:
             cursor = db.execute(
-                f"UPDATE payments SET {assignments} WHERE id = ? AND status IN ({placeholders})",
-                (*fields.values(), payment_id, *expected),
+                f"UPDATE payments SET {assignments} WHERE id = ? AND status IN {_in(expected)}",
+                (*fields.values(), payment_id),
             )
             if cursor.rowcount == 1:
-                return
-            row = db.execute("SELECT status FROM payments WHERE id = ?", (payment_id,)).fetchone()
-            if row is not None and row["status"] in settled_already:
-                return
-            raise LookupError(f"payment {payment_id} is not in status {expected}")
+                return True
+            if db.execute("SELECT 1 FROM payments WHERE id = ?", (payment_id,)).fetchone() is None:
+                raise LookupError(f"no payment {payment_id}")
+            return False
 
-    def mark_signed(self, payment_id: int, signature: str) -> None:
-        # Durable: this is the record of a signature about to leave the process.
-        self._update(payment_id, ("reserved",), {"status": "signed", "signature": signature}, durable=True)
-
-    def mark_settled(self, payment_id: int, transaction: str | None, note: str | None = None) -> None:
+    def mark_settled(self, payment_id: int, transaction: str | None, note: str | None = None) -> bool:
+        """A success receipt or the chain: the strongest evidence, from any status but expired."""
         fields: dict[str, Any] = {"status": "settled", "note": note}
         if transaction:
             fields["transaction_hash"] = transaction
-        # From any non-reserved state: a success receipt or the chain is the strongest evidence, and
-        # reconciliation and the call that paid may both learn the outcome.
-        self._update(payment_id, ("signed", "unknown", "settled", "released"), fields)
+        return self._move(payment_id, ("signed", "unknown", "declined", "settled"), fields)
 
-    def mark_released(self, payment_id: int, note: str) -> None:
-        # A row the chain already showed settled stays settled: the chain outranks a receipt.
-        self._update(
-            payment_id,
-            ("reserved", "signed", "unknown"),
-            {"status": "released", "note": note},
-            settled_already=("settled",),
-        )
+    def mark_declined(self, payment_id: int, note: str) -> bool:
+        """A failure receipt: recorded as the upstream's word; the payment stays counted."""
+        return self._move(payment_id, ("signed", "unknown"), {"status": "declined", "note": note})
 
-    def mark_unknown(self, payment_id: int, note: str) -> None:
-        # "No answer" is weaker than any final outcome reconciliation may have found meanwhile.
-        self._update(
-            payment_id,
-            ("signed", "unknown"),
-            {"status": "unknown", "note": note},
-            settled_already=("settled", "released"),
-        )
+    def mark_unknown(self, payment_id: int, note: str) -> bool:
+        """No readable outcome; weaker than anything reconciliation may have found meanwhile."""
+        return self._move(payment_id, ("signed", "unknown"), {"status": "unknown", "note": note})
+
+    def mark_expired(self, payment_id: int, note: str) -> bool:
+        """Proven unusable: valid_before passed and the chain says the nonce is unused."""
+        return self._move(payment_id, UNRESOLVED, {"status": "expired", "note": note})
 
     def record_output(
         self,
@@ -373,7 +397,7 @@ class Ledger:
         }
         fields = {k: v for k, v in fields.items() if v is not None}
         if fields:
-            self._update(payment_id, ("reserved", "signed", "settled", "released", "unknown"), fields)
+            self._move(payment_id, STATUSES, fields)
 
     def find_output(
         self, *, image_url: str | None = None, path: str | None = None, sha256: str | None = None
@@ -423,7 +447,7 @@ class Ledger:
             )
 
     def update_job(self, job_id: str, status: str, result: dict[str, Any] | None = None) -> None:
-        with self._write(durable=False) as db:
+        with self._write() as db:
             db.execute(
                 "UPDATE jobs SET status = ?, result = COALESCE(?, result), updated_at = ? WHERE job_id = ?",
                 (status, json.dumps(result) if result is not None else None, self._clock(), job_id),
@@ -446,6 +470,8 @@ class Ledger:
             result=json.loads(row["result"]) if row["result"] else None,
         )
 
+    # --- reading ---------------------------------------------------------------------------
+
     def get(self, payment_id: int) -> PaymentRow:
         with self._lock:
             row = self._db.execute("SELECT * FROM payments WHERE id = ?", (payment_id,)).fetchone()
@@ -465,11 +491,9 @@ class Ledger:
             return [PaymentRow.from_row(row) for row in self._db.execute(query, params)]
 
     def unresolved(self) -> list[PaymentRow]:
-        """Rows whose outcome is not final: reserved, signed or unknown."""
+        """Rows whose outcome is not final (signed, unknown, declined), oldest first."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT * FROM payments WHERE status IN ('reserved', 'signed', 'unknown') ORDER BY id"
-            ).fetchall()
+            rows = self._db.execute(f"SELECT * FROM payments WHERE status IN {_in(UNRESOLVED)} ORDER BY id").fetchall()
         return [PaymentRow.from_row(row) for row in rows]
 
     def report(self) -> list[dict[str, Any]]:
@@ -478,7 +502,7 @@ class Ledger:
             rows = self._db.execute(
                 "SELECT day, tool, COUNT(*) AS calls, SUM(amount) AS amount, "
                 "SUM(status = 'settled') AS settled, "
-                "SUM(status IN ('reserved', 'signed', 'unknown')) AS pending "
+                f"SUM(status IN {_in(UNRESOLVED)}) AS pending "
                 f"FROM payments WHERE status IN {_COUNTED} GROUP BY day, tool ORDER BY day DESC, tool"
             ).fetchall()
         return [dict(row) for row in rows]

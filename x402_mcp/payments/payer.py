@@ -4,11 +4,12 @@ One logical call is a quote, then a payment:
 - quote: send the request unpaid; on 402 parse the challenge, choose a payable option under
   the caps, the tool's ceiling and the payee allowlist, and ask the policy (budgets,
   confirmation). Free: nothing is signed and nothing is written.
-- pay: reserve the amount in the ledger (re-checking the budgets in the same transaction),
-  sign ONE authorization, record it, then send it. After a lost answer (transport error,
-  timeout, 5xx) the SAME header is re-sent while valid, so its nonce can settle at most once.
-  The outcome is written back: settled, released (known unpaid) or unknown (counts against
-  the budget until reconciliation resolves it on chain).
+- pay: sign ONE authorization, record it in the ledger in the same transaction that re-checks
+  the budgets, and only then send it. After a lost answer (transport error, timeout, 5xx) the
+  SAME header is re-sent while it is valid, so its nonce can settle at most once. The outcome
+  is written back (see the state table in ledger.py): a success receipt is `settled`; a failure
+  receipt is `declined`, the upstream's word; anything else is `unknown`. All three count
+  against the budgets until reconciliation proves the authorization settled or unusable.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from x402_mcp import safe_json
+from x402_mcp import net, safe_json
 from x402_mcp.payments import protocol
 from x402_mcp.payments.assets import Network, format_usdc
-from x402_mcp.payments.errors import PaymentRefused, ReceiptError, UpstreamError
-from x402_mcp.payments.ledger import BudgetExceeded, Ledger, Reservation
+from x402_mcp.payments.errors import PaymentDeclined, PaymentRefused, ReceiptError, UpstreamError
+from x402_mcp.payments.ledger import BudgetExceeded, Ledger, SignedPayment, Status
 from x402_mcp.payments.policy import Decision, Policy, decide
 from x402_mcp.payments.signer import Wallet
 
@@ -55,7 +56,7 @@ class Limit:
 
 @dataclass(frozen=True)
 class Payment:
-    """What one call paid (or tried to)."""
+    """A signed payment whose header may have left the process, and what is known of it."""
 
     ledger_id: int
     amount: int
@@ -64,21 +65,39 @@ class Payment:
     pay_to: str
     payer: str
     nonce: str
+    valid_before: int
     x402_version: int
+    #: The ledger's status for it (see ledger.py): signed until an outcome is known.
+    status: Status = "signed"
     #: True/False from the settlement receipt; None when the server sent none.
-    settled: bool | None
-    transaction: str | None
+    settled: bool | None = None
+    transaction: str | None = None
     error_reason: str | None = None
 
     @property
     def amount_usdc(self) -> str:
         return format_usdc(self.amount)
 
+    @property
+    def expires(self) -> str:
+        """When the signed authorization stops being usable, in UTC."""
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.valid_before))
+
+    def counted_note(self) -> str:
+        """What the agent must know about a payment whose outcome is not proven."""
+        return (
+            f"Payment {self.ledger_id} ({self.amount_usdc} USDC, nonce {self.nonce}) counts against the budget "
+            f"until the chain shows it settled, or unused after its authorization expires at {self.expires}; "
+            "wallet_status shows it. Do not retry just to check: a new call would pay again."
+        )
+
 
 @dataclass(frozen=True)
 class UpstreamResponse:
     """The upstream's final answer, and the payment that bought it (None if none was needed)."""
 
+    #: The endpoint that answered (a job's status URL is resolved against it).
+    url: str
     status: int
     headers: httpx.Headers
     body: bytes
@@ -143,8 +162,6 @@ class Payer:
         self._max_attempts = max_attempts
         self._backoff = backoff_seconds
         self._clock = clock
-        #: Requests of this payer now waiting on the network (see `pay`: where the signed record is written).
-        self._waiting = 0
 
     # --- quote (free) ----------------------------------------------------------------------
 
@@ -159,8 +176,16 @@ class Payer:
         progress: Progress = _no_progress,
     ) -> Quote:
         """Ask the endpoint its price; raise `PaymentRefused` if the policy forbids paying it."""
+        import httpx
+
         await progress("asking the upstream for its price")
-        first = await self._send(url, body, {}, paid=False)
+        try:
+            first = await net.send(self._http(), "POST", url, json=body)
+        except (httpx.HTTPError, net.BodyTooLarge) as exc:
+            raise UpstreamError(
+                f"could not read the upstream's price at {url} ({type(exc).__name__}); nothing was signed or paid. "
+                "Check X402_BASE_URL and the network, then try again."
+            ) from None
         if first.status_code != 402:
             return Quote(tool, url, body, free=first)
         challenge = protocol.parse_challenge(first.headers, first.content)
@@ -173,10 +198,9 @@ class Payer:
             limit_name=tightest.name,
             allowed_pay_to=allowed_pay_to,
         )
-        spending = self._ledger.spending(with_total=self._policy.total_budget is not None)
-        decision = decide(self._policy, spending, chosen.requirement.amount)
+        decision = decide(self._policy, self._ledger.spending(), chosen.requirement.amount)
         if decision.verdict == "deny":
-            raise PaymentRefused(f"nothing was paid: {decision.reason}")
+            raise PaymentRefused(f"nothing was signed or paid: {decision.reason}")
         return Quote(tool, url, body, challenge=challenge, chosen=chosen, decision=decision)
 
     # --- pay (spends) ----------------------------------------------------------------------
@@ -184,19 +208,23 @@ class Payer:
     async def pay(self, quote: Quote, *, approved: bool = False, progress: Progress = _no_progress) -> UpstreamResponse:
         """Pay a quote once. `approved` says the user confirmed this exact amount and payee."""
         if quote.free is not None:
-            return UpstreamResponse(quote.free.status_code, quote.free.headers, quote.free.content, None)
+            return UpstreamResponse(quote.url, quote.free.status_code, quote.free.headers, quote.free.content, None)
         assert quote.challenge is not None and quote.chosen is not None and quote.decision is not None
         if quote.needs_approval and not approved:
-            raise PaymentRefused(f"nothing was paid: {quote.decision.reason} and the user did not approve it")
+            raise PaymentRefused(f"nothing was signed or paid: {quote.decision.reason} and the user did not approve it")
         chosen = quote.chosen
         wallet = self._wallet()
+        await progress(f"paying {format_usdc(chosen.requirement.amount)} USDC")
+
+        # 1. Sign one authorization.
         auth = protocol.build_authorization(
             chosen, payer=wallet.address, now=int(self._clock()), nonce=secrets.token_bytes(32)
         )
-        await progress(f"paying {format_usdc(auth.value)} USDC")
         signature = wallet.sign_typed_data(protocol.typed_data(chosen, auth))
         header_name, header_value = protocol.encode_payment(quote.challenge, chosen, auth, signature)
-        reservation = Reservation(
+
+        # 2. Record it, in the transaction that re-checks every budget, before it can leave the process.
+        signed = SignedPayment(
             tool=quote.tool,
             url=quote.url,
             request_digest=request_digest(quote.url, quote.body),
@@ -209,24 +237,13 @@ class Payer:
             payer=auth.from_address,
             nonce=auth.nonce,
             valid_before=auth.valid_before,
+            signature=signature,
         )
-        record = partial(self._ledger.record_signed, reservation, signature, self._policy)
         try:
-            # One transaction re-checks the budgets and records the signed authorization, before it
-            # leaves the process. While other calls wait on the network it runs in a thread, so its
-            # fsync does not hold up their answers; alone, it runs here: the hop to a thread and back
-            # costs about as much CPU (~0.25 ms) as the write itself, and there is nothing to let run.
-            ledger_id = await anyio.to_thread.run_sync(record) if self._waiting else record()
+            # In a thread: its fsync must not hold up the answers other calls are waiting for.
+            ledger_id = await anyio.to_thread.run_sync(partial(self._ledger.record_signed, signed, self._policy))
         except BudgetExceeded as exc:
             raise PaymentRefused(f"nothing was paid: {exc}") from None
-        log.info(
-            "payment %d: signed %s USDC to %s on %s (nonce %s)",
-            ledger_id,
-            format_usdc(auth.value),
-            auth.to,
-            chosen.network.name,
-            auth.nonce,
-        )
         payment = Payment(
             ledger_id=ledger_id,
             amount=auth.value,
@@ -235,22 +252,27 @@ class Payer:
             pay_to=auth.to,
             payer=auth.from_address,
             nonce=auth.nonce,
+            valid_before=auth.valid_before,
             x402_version=quote.challenge.x402_version,
-            settled=None,
-            transaction=None,
         )
+        log.info(
+            "payment %d: signed %s USDC to %s on %s (nonce %s)",
+            ledger_id,
+            payment.amount_usdc,
+            payment.pay_to,
+            payment.network,
+            payment.nonce,
+        )
+
+        # 3. Send it; from here on the payment counts until the chain says otherwise.
+        await progress("waiting for the upstream")
         try:
-            await progress("waiting for the upstream")
-        except BaseException:
-            self._ledger.mark_released(ledger_id, "not sent: the call was cancelled before sending")
-            raise
-        try:
-            answer, attempts = await self._send_paid(quote, {header_name: header_value}, auth, payment)
+            answer, lost = await self._send_paid(quote, {header_name: header_value}, payment)
         except BaseException as exc:
-            # Lost answer, or the call was cancelled mid-flight: the header may have arrived.
-            self._ledger.mark_unknown(ledger_id, f"no answer to the paid request: {type(exc).__name__}: {exc}"[:300])
+            # No usable answer, or the call was cancelled mid-flight: the header may have arrived.
+            self._ledger.mark_unknown(ledger_id, f"no answer to the paid request: {type(exc).__name__}"[:300])
             raise
-        return await self._conclude(answer, attempts, payment)
+        return self._conclude(quote.url, answer, lost, payment)
 
     async def post_json(
         self,
@@ -268,28 +290,13 @@ class Payer:
         approved = quote.needs_approval and approve is not None and await approve(quote)
         return await self.pay(quote, approved=approved, progress=progress)
 
-    # --- transport -------------------------------------------------------------------------
+    # --- sending and the outcome ------------------------------------------------------------
 
-    async def _send(self, url: str, body: dict[str, Any], headers: dict[str, str], *, paid: bool) -> httpx.Response:
-        import httpx
+    async def _send_paid(self, quote: Quote, headers: dict[str, str], payment: Payment) -> tuple[httpx.Response, bool]:
+        """Send the signed request; re-send the SAME header after a lost answer, while it is valid.
 
-        self._waiting += 1
-        try:
-            return await self._http().post(url, json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            if paid:
-                raise
-            raise UpstreamError(
-                f"could not reach the upstream at {url} ({type(exc).__name__}); nothing was paid. "
-                "Check X402_BASE_URL and the network, then try again."
-            ) from exc
-        finally:
-            self._waiting -= 1
-
-    async def _send_paid(
-        self, quote: Quote, headers: dict[str, str], auth: protocol.Authorization, payment: Payment
-    ) -> tuple[httpx.Response, int]:
-        """Send the signed request; re-send the SAME header after a lost answer, while valid."""
+        Returns the final answer and whether an earlier attempt's answer was lost (it may have settled).
+        """
         import httpx
 
         attempt = 0
@@ -297,79 +304,86 @@ class Payer:
             attempt += 1
             last: httpx.Response | None = None
             try:
-                response = await self._send(quote.url, quote.body, headers, paid=True)
+                response = await net.send(self._http(), "POST", quote.url, json=quote.body, headers=headers)
                 if response.status_code < 500:
-                    return response, attempt
+                    return response, attempt > 1
                 failure = f"the upstream answered {response.status_code}"
                 last = response
+            except net.BodyTooLarge:
+                raise UpstreamError(
+                    f"the upstream's answer to a signed payment of {payment.amount_usdc} USDC is larger than "
+                    f"{net.MAX_JSON_BYTES} bytes and was not read, so whether it settled is unknown. "
+                    + payment.counted_note(),
+                    payment=payment,
+                ) from None
             except httpx.HTTPError as exc:
                 failure = f"the connection failed ({type(exc).__name__})"
             delay = self._backoff * 2 ** (attempt - 1)
-            still_valid = self._clock() + delay + 6 < auth.valid_before
+            still_valid = self._clock() + delay + 6 < payment.valid_before
             if attempt >= self._max_attempts or not still_valid:
                 if last is not None:
-                    return last, attempt
+                    return last, attempt > 1
                 raise UpstreamError(
-                    f"{failure} after a signed payment of {payment.amount_usdc} USDC was sent "
-                    f"({attempt} attempts with the same authorization). Whether it settled is unknown: "
-                    f"payment {payment.ledger_id}, nonce {payment.nonce}. It can settle at most once; "
-                    "it counts against the budget until reconciliation resolves it (see wallet_status).",
-                    money_spent=True,
+                    f"{failure} after a signed payment of {payment.amount_usdc} USDC was sent ({attempt} attempts "
+                    "with the same authorization, which can settle at most once): it may have settled. "
+                    + payment.counted_note(),
+                    payment=payment,
                 )
             log.warning("%s; re-sending the same payment (attempt %d)", failure, attempt + 1)
             await anyio.sleep(delay)
 
-    async def _conclude(self, answer: httpx.Response, attempts: int, payment: Payment) -> UpstreamResponse:
+    def _conclude(self, url: str, answer: httpx.Response, lost: bool, payment: Payment) -> UpstreamResponse:
+        """Record the outcome the answer shows, then return the answer or raise what it means."""
         ledger_id = payment.ledger_id
         try:
             receipt = protocol.decode_receipt(answer.headers)
         except ReceiptError as exc:
             log.warning("payment %d: unreadable receipt: %s", ledger_id, exc)
             receipt = None
-        if receipt is not None:
-            payment = replace(
-                payment,
-                settled=receipt.success,
-                transaction=receipt.transaction,
-                error_reason=receipt.error_reason,
-            )
         status = answer.status_code
-
+        earlier = ""
+        if lost:
+            earlier = " An earlier attempt with the same authorization got no answer, so it may have settled then."
         if receipt is not None and receipt.success:
-            record = partial(self._ledger.mark_settled, ledger_id, receipt.transaction)
+            self._ledger.mark_settled(ledger_id, receipt.transaction)
         elif receipt is not None:
-            record = partial(self._ledger.mark_released, ledger_id, f"failure receipt: {receipt.error_reason or '-'}")
+            note = f"failure receipt (the upstream's word): {receipt.error_reason or '-'}"
+            if lost:
+                note += "; an earlier attempt's answer was lost"
+            self._ledger.mark_declined(ledger_id, note)
         else:
-            record = partial(self._ledger.mark_unknown, ledger_id, f"HTTP {status} without a receipt")
-        record()  # no fsync (see Ledger._write): cheap enough for the event loop
+            self._ledger.mark_unknown(ledger_id, f"HTTP {status} without a receipt")
+        payment = replace(
+            payment,
+            status=self._ledger.get(ledger_id).status,  # reconciliation may know more already
+            settled=receipt.success if receipt is not None else None,
+            transaction=receipt.transaction if receipt is not None else None,
+            error_reason=receipt.error_reason if receipt is not None else None,
+        )
 
         if 200 <= status < 300:
-            return UpstreamResponse(status, answer.headers, answer.content, payment)
-
+            return UpstreamResponse(url, status, answer.headers, answer.content, payment)
         detail = _error_detail(answer)
-        if status == 402 and receipt is not None and not receipt.success:
-            raise PaymentRefused(f"the upstream refused the payment: {payment.error_reason or detail}. No money moved.")
-        if status == 402:
-            earlier = " after an earlier attempt was lost" if attempts > 1 else ""
-            raise UpstreamError(
-                f"the upstream answered 402 again to the signed payment{earlier} ({detail}). It may have "
-                f"settled once: payment {ledger_id}, nonce {payment.nonce}; no new payment was made. "
-                "It counts against the budget until reconciliation resolves it (see wallet_status).",
+        if receipt is not None and not receipt.success:
+            raise PaymentDeclined(
+                f"the upstream says the signed payment of {payment.amount_usdc} USDC did not settle "
+                f"({payment.error_reason or detail}).{earlier} Its authorization stays usable until "
+                f"{payment.expires}. " + payment.counted_note(),
+                payment=payment,
                 status=status,
-                money_spent=True,
             )
         if payment.settled:
-            outcome = f"The receipt says {payment.amount_usdc} USDC settled (tx {payment.transaction})."
-        else:
-            outcome = (
-                "x402 servers settle only successful calls, so this most likely cost nothing; "
-                f"the ledger keeps payment {ledger_id} as unresolved until the chain confirms "
-                f"(nonce {payment.nonce})."
+            raise UpstreamError(
+                f"the upstream answered {status} ({detail}) although its receipt says {payment.amount_usdc} USDC "
+                f"settled (tx {payment.transaction}). The payment is spent; the upstream returned no image.",
+                payment=payment,
+                status=status,
             )
         raise UpstreamError(
-            f"the upstream answered {status}: {detail}. {outcome}",
+            f"the upstream answered {status} to the signed payment ({detail}), without a receipt.{earlier} "
+            "Servers can settle a payment and then fail, so it may have settled. " + payment.counted_note(),
+            payment=payment,
             status=status,
-            money_spent=bool(payment.settled),
         )
 
 

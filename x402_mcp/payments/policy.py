@@ -13,8 +13,8 @@ from typing import Literal
 
 from x402_mcp.payments.assets import format_usdc
 
-#: Statuses whose amount counts against the budgets: everything not known to be unspent.
-COUNTED_STATUSES = ("reserved", "signed", "settled", "unknown")
+#: Statuses whose amount counts against the budgets: everything not proven unusable (see ledger.py).
+COUNTED_STATUSES = ("signed", "unknown", "declined", "settled")
 
 
 @dataclass(frozen=True)

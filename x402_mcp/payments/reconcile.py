@@ -1,11 +1,10 @@
-"""Resolving payments whose outcome is not known, against the chain.
+"""Resolving payments whose outcome is not proven, against the chain.
 
-A `signed` or `unknown` row may or may not have settled: only the token contract knows
-(`authorizationState(payer, nonce)`). Used -> settled. Unused after validBefore -> released:
-it can never settle now. Unused before validBefore -> still pending. A `reserved` row past its
-validBefore was never sent (the signature is recorded before sending), so it is released.
-Until resolved, every such row counts against the budgets. An unreachable RPC only leaves
-rows pending, with a status saying so; it never blocks a tool call or the start.
+A `signed`, `unknown` or `declined` row (see the table in ledger.py) may or may not have
+settled: only the token contract knows (`authorizationState(payer, nonce)`). Used -> settled.
+Unused once validBefore has passed -> expired: it can never settle now. Unused before
+validBefore -> still pending, and counted. An unreachable RPC only leaves rows pending, with a
+status saying so; it never blocks a tool call or the start.
 """
 
 from __future__ import annotations
@@ -53,29 +52,21 @@ class Reconciler:
             resolved = 0
             unreachable: str | None = None
             for row in self._ledger.unresolved():
-                now = self._clock()
-                expired = now > row.valid_before + EXPIRY_MARGIN_SECONDS
-                if row.status == "reserved":
-                    if expired:
-                        self._ledger.mark_released(row.id, "never sent: the process stopped before signing")
-                        resolved += 1
-                    continue
-                if unreachable is not None:
-                    continue
+                # Judged before the chain is read: "unused" then means unused after validBefore.
+                expired = self._clock() > row.valid_before + EXPIRY_MARGIN_SECONDS
                 try:
                     used = await self._chain.authorization_used(row.asset, row.payer, row.nonce)
                 except ChainUnavailable as exc:
                     unreachable = str(exc)
-                    continue
-                try:
-                    if used:
-                        self._ledger.mark_settled(row.id, None, "confirmed on chain (authorizationState)")
-                        resolved += 1
-                    elif expired:
-                        self._ledger.mark_released(row.id, "expired unused (authorizationState false)")
-                        resolved += 1
-                except LookupError:
-                    continue  # the call that paid finished it meanwhile
+                    break
+                if used:
+                    moved = self._ledger.mark_settled(row.id, None, "confirmed on chain (authorizationState)")
+                elif expired:
+                    moved = self._ledger.mark_expired(row.id, "expired unused (authorizationState false)")
+                else:
+                    moved = False
+                if moved:
+                    resolved += 1
             pending = self._ledger.unresolved()
             amount = sum(row.amount for row in pending)
             if unreachable is not None:

@@ -139,8 +139,13 @@ def _paid_endpoint(
         try:
             offered = offered_requirements(config, route, resource_url)
             payment = verify_payment(header[0], header[1], expected, offered, int(time.time()))
+        except PaymentRejected as exc:
+            return _refused(state, route, resource_url, exc)
+        try:
             state.reserve(payment)
         except PaymentRejected as exc:
+            if "drop_then_failure_receipt" in config.faults and exc.code == "nonce_already_used":
+                return _failed_settlement(state, route, resource_url, payment, exc.code)
             return _refused(state, route, resource_url, exc)
         if settler is not None:
             # On-chain mode: the chain's balance and authorizationState, before anything is rendered.
@@ -216,7 +221,7 @@ async def _answer_after_settlement(
     faults = config.faults
     if "stall" in faults:
         await asyncio.sleep(config.stall_seconds)
-    if "drop_after_settle" in faults:
+    if faults & {"drop_after_settle", "drop_then_failure_receipt"}:
         return _DroppedConnection(getattr(request.app.state, "drop_connection", None))
     if "500_after_settle" in faults:
         return JSONResponse({"error": "internal error after settlement (fault switch 500_after_settle)"}, 500)

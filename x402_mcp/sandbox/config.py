@@ -28,7 +28,11 @@ DEFAULT_PRICES: dict[str, int] = {
 # "stall": settle, then sleep `stall_seconds` before answering.
 # "failure_receipt": answer 402 with a receipt success=false (insufficient_funds), no settlement.
 # "second_402": settle, then answer 402 again as if unpaid.
-FAULTS: frozenset[str] = frozenset({"drop_after_settle", "500_after_settle", "stall", "failure_receipt", "second_402"})
+# "drop_then_failure_receipt": settle and drop the connection, then answer the re-sent header with a
+#   failure receipt (nonce_already_used), as some servers do: the receipt is their word, not proof.
+FAULTS: frozenset[str] = frozenset(
+    {"drop_after_settle", "500_after_settle", "stall", "failure_receipt", "second_402", "drop_then_failure_receipt"}
+)
 
 
 @dataclass(frozen=True)
