@@ -203,6 +203,13 @@ async def finish_call(prepared: Prepared, services: Services, *, approved: bool,
     except X402Error as exc:
         receipt = payment_info(exc.payment) if exc.payment is not None else None
         return error_result(str(exc), money_spent=exc.money_spent, receipt=receipt)
+    except Exception as exc:  # a bug: whether a header left is not known here, so assume it may have
+        log.exception("%s: the payment failed unexpectedly", spec.name)
+        return error_result(
+            f"{spec.title}: the payment step failed unexpectedly ({type(exc).__name__}). A signed payment may "
+            "have been sent: payment_history and wallet_status show it; do not retry until you have looked.",
+            money_spent=True,
+        )
     if response.payment is None:
         if response.status >= 400:
             return error_result(

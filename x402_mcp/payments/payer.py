@@ -344,18 +344,24 @@ class Payer:
         earlier = ""
         if lost:
             earlier = " An earlier attempt with the same authorization got no answer, so it may have settled then."
-        if receipt is not None and receipt.success:
-            self._ledger.mark_settled(ledger_id, receipt.transaction)
-        elif receipt is not None:
-            note = f"failure receipt (the upstream's word): {receipt.error_reason or '-'}"
-            if lost:
-                note += "; an earlier attempt's answer was lost"
-            self._ledger.mark_declined(ledger_id, note)
-        else:
-            self._ledger.mark_unknown(ledger_id, f"HTTP {status} without a receipt")
+        try:
+            if receipt is not None and receipt.success:
+                self._ledger.mark_settled(ledger_id, receipt.transaction)
+            elif receipt is not None:
+                note = f"failure receipt (the upstream's word): {receipt.error_reason or '-'}"
+                if lost:
+                    note += "; an earlier attempt's answer was lost"
+                self._ledger.mark_declined(ledger_id, note)
+            else:
+                self._ledger.mark_unknown(ledger_id, f"HTTP {status} without a receipt")
+            recorded = self._ledger.get(ledger_id).status  # reconciliation may know more already
+        except Exception:
+            # The answer is worth more than the note: the row stays `signed`, counted and reconcilable.
+            log.exception("payment %d: the outcome could not be written to the ledger", ledger_id)
+            recorded = payment.status
         payment = replace(
             payment,
-            status=self._ledger.get(ledger_id).status,  # reconciliation may know more already
+            status=recorded,
             settled=receipt.success if receipt is not None else None,
             transaction=receipt.transaction if receipt is not None else None,
             error_reason=receipt.error_reason if receipt is not None else None,
