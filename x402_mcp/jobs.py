@@ -1,8 +1,11 @@
 """Asynchronous endpoints: a paid call that answers with a job to poll instead of an image.
 
 The job is paid once, when it is created. Polling is a plain GET that never pays: a status
-endpoint asking for payment is refused. Jobs are rows in the ledger, so `image_job_status`
-resumes one after a restart without paying again.
+endpoint asking for payment is refused. Only the upstream's own `failed` status ends a job
+for good (`JobFailed`); a poll that cannot be read (network error, 5xx, 429, a timeout, an
+oversized or unreadable body) is retried with backoff, and at the deadline the job is still
+resumable. Jobs are rows in the ledger, so `image_job_status` resumes one after a restart
+without paying again.
 """
 
 from __future__ import annotations
@@ -22,11 +25,17 @@ if TYPE_CHECKING:
     import httpx  # imported where used: it costs ~40 ms at start
 
 POLL_INTERVAL_SECONDS = 1.5
+#: The longest wait between polls while the status cannot be read (the wait doubles up to it).
+MAX_BACKOFF_SECONDS = 15.0
 DEFAULT_JOB = JobSpec()
 
 
 class JobError(Exception):
-    """The job failed upstream, or its status cannot be read."""
+    """The job cannot be followed (its status endpoint asks for payment, or it ended without an image)."""
+
+
+class JobFailed(JobError):
+    """The upstream's own status says the job failed: final."""
 
 
 @dataclass(frozen=True)
@@ -64,35 +73,53 @@ async def poll(
     interval: float = POLL_INTERVAL_SECONDS,
     clock: Callable[[], float] = time.monotonic,
 ) -> tuple[str, dict[str, Any] | None]:
-    """Poll until the job ends or `deadline` (monotonic) passes: (status, result or None)."""
+    """Poll until the job ends or `deadline` (monotonic) passes: (status, result or None).
+
+    `JobFailed` only for the upstream's own failed status; `JobError` for a status endpoint
+    asking for payment or a finished job without an image_url. At the deadline: the last status
+    read (or "running") and None, so the job can be resumed.
+    """
+    states = spec.job or DEFAULT_JOB
+    status: str | None = None
+    wait = interval
+    while True:
+        data = await _read_status(job, http)
+        if data is None:
+            await progress(f"job {job.job_id}: the status could not be read; retrying")
+            wait = min(wait * 2, MAX_BACKOFF_SECONDS)
+        else:
+            status = str(data.get("status", "")).lower() or status
+            if status in states.failed:
+                raise JobFailed(f"the job {job.job_id} failed upstream: {data.get('error') or status}")
+            if status in states.done or "image_url" in data:
+                nested = data.get("result")
+                result: dict[str, Any] = nested if isinstance(nested, dict) else data
+                if not isinstance(result.get("image_url"), str):
+                    raise JobError(f"the job {job.job_id} finished without an image_url")
+                return status or "succeeded", result
+            await progress(f"job {job.job_id}: {status or 'running'}")
+            wait = interval
+        if clock() + wait > deadline:
+            return status or "running", None
+        await anyio.sleep(wait)
+
+
+async def _read_status(job: JobHandle, http: httpx.AsyncClient) -> dict[str, Any] | None:
+    """The status answer as a JSON object, or None when this poll could not be read (retry later)."""
     import httpx
 
-    states = spec.job or DEFAULT_JOB
-    while True:
-        try:
-            response = await http.get(job.status_url)
-        except httpx.HTTPError as exc:
-            raise JobError(f"could not read the job status at {job.status_url} ({type(exc).__name__})") from None
-        if response.status_code == 402:
-            raise JobError("the job status endpoint asked for payment; the job was already paid, so nothing more is")
-        if response.status_code >= 400:
-            raise JobError(f"the job status endpoint answered HTTP {response.status_code}")
-        try:
-            data = safe_json.loads(response.content)
-        except ValueError:
-            raise JobError("the job status is not JSON (or is nested absurdly deep)") from None
-        if not isinstance(data, dict):
-            raise JobError("the job status is not a JSON object")
-        status = str(data.get("status", "")).lower()
-        if status in states.failed:
-            raise JobError(f"the job {job.job_id} failed upstream: {data.get('error') or status}")
-        if status in states.done or "image_url" in data:
-            nested = data.get("result")
-            result: dict[str, Any] = nested if isinstance(nested, dict) else data
-            if not isinstance(result.get("image_url"), str):
-                raise JobError(f"the job {job.job_id} finished without an image_url")
-            return status or "succeeded", result
-        await progress(f"job {job.job_id}: {status or 'running'}")
-        if clock() + interval > deadline:
-            return status or "running", None
-        await anyio.sleep(interval)
+    from x402_mcp import net
+
+    try:
+        response = await net.send(http, "GET", job.status_url)
+    except (httpx.HTTPError, net.BodyTooLarge):
+        return None
+    if response.status_code == 402:
+        raise JobError("the job status endpoint asked for payment; the job was already paid, so nothing more is")
+    if response.status_code != 200:
+        return None  # 5xx, 429, or a status page not there yet: the job itself has not failed
+    try:
+        data = safe_json.loads(response.content)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from x402_mcp.images.fetch import read_capped
+from x402_mcp import net, safe_json
 from x402_mcp.images.preview import ImageError, ImageInfo, inspect_image
 
 if TYPE_CHECKING:
@@ -129,19 +129,29 @@ def decode_data_uri(ref: str, field: str, max_bytes: int) -> bytes:
 
 
 async def download(url: str, field: str, http: httpx.AsyncClient, max_bytes: int) -> bytes:
-    """An input image from the web, bounded in size (needed to check masks and their source size)."""
+    """An input image from the web, bounded in size (needed to check masks and their source size).
+
+    `http` is `net.public_client`: every hop must be a public address. The errors never say what
+    answered (a status, a body, a timeout): a refused or failed fetch must not probe a network.
+    """
     import httpx
 
     try:
-        async with http.stream("GET", url, follow_redirects=True) as response:
-            if response.status_code != 200:
-                raise InputError(f"{field}: {url} answered HTTP {response.status_code}; check the URL")
-            data = await read_capped(response, max_bytes)
-    except httpx.HTTPError as exc:
-        raise InputError(f"{field}: could not download {url} ({type(exc).__name__})") from None
-    if data is None:
-        raise InputError(f"{field}: {url} is above the {max_bytes}-byte limit (X402_MAX_INPUT_BYTES)")
-    return data
+        response = await net.send(http, "GET", url, max_bytes=max_bytes)
+    except net.AddressRefused as exc:
+        raise InputError(f"{field}: not downloading {url}: {exc}. {_USE_INSTEAD}") from None
+    except net.BodyTooLarge:
+        raise InputError(f"{field}: {url} is above the {max_bytes}-byte limit (X402_MAX_INPUT_BYTES)") from None
+    except httpx.HTTPError:
+        response = None
+    if response is None or response.status_code != 200:
+        raise InputError(
+            f"{field}: could not download {url}. Check that it is a public URL of an image. {_USE_INSTEAD}"
+        )
+    return response.content
+
+
+_USE_INSTEAD = "A local file path or a data URI works too."
 
 
 def check_image(data: bytes, field: str, what: str) -> ImageInfo:
@@ -185,17 +195,29 @@ class Uploader:
     headers: dict[str, str]
 
     async def upload(self, data: bytes, mime_type: str, field: str, http: httpx.AsyncClient) -> str:
+        """`http` is `net.public_client`; the answer is read capped. No redirects: the file and the
+        uploader's headers go to X402_UPLOAD_URL only."""
         import httpx
 
         target = f"{self.url.rstrip('/')}/{hashlib.sha256(data).hexdigest()}.{EXTENSIONS[mime_type]}"
+        failed = f"{field}: the upload to X402_UPLOAD_URL failed"
         try:
-            response = await http.put(target, content=data, headers={**self.headers, "Content-Type": mime_type})
-        except httpx.HTTPError as exc:
-            raise InputError(f"{field}: the upload to X402_UPLOAD_URL failed ({type(exc).__name__})") from None
+            response = await net.send(
+                http,
+                "PUT",
+                target,
+                content=data,
+                headers={**self.headers, "Content-Type": mime_type},
+                follow_redirects=False,
+            )
+        except net.AddressRefused as exc:
+            raise InputError(f"{failed}: {exc}. Use an uploader on a public host.") from None
+        except (httpx.HTTPError, net.BodyTooLarge):
+            raise InputError(f"{failed}; check X402_UPLOAD_URL, and that the uploader is reachable.") from None
         if response.status_code >= 300:
-            raise InputError(f"{field}: the upload to X402_UPLOAD_URL answered HTTP {response.status_code}")
+            raise InputError(f"{failed}; check X402_UPLOAD_URL and X402_UPLOAD_HEADERS (HTTP {response.status_code}).")
         try:
-            answer = response.json()
+            answer = safe_json.loads(response.content)
         except ValueError:
             answer = None
         url = answer.get("url") if isinstance(answer, dict) else None

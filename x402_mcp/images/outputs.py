@@ -1,7 +1,8 @@
 """Results as files: download the image the upstream made, save it, and make a small preview.
 
-The download accepts https, or plain http on loopback (the sandbox), stays under a size cap
-and a timeout, and must be an image. The file is named from the tool, the time and a short
+The download goes through `net.public_client`: https to public addresses only (plain http only
+to the configured sandbox), each redirect hop checked, under a size cap and a timeout, and it
+must be an image. The file is named from the tool, the time and a short
 hash, is created exclusively (never overwriting), and always lands inside X402_OUTPUT_DIR.
 """
 
@@ -15,8 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from x402_mcp.config import is_loopback_host
-from x402_mcp.images.fetch import read_capped
+from x402_mcp import net
 from x402_mcp.images.inputs import EXTENSIONS
 from x402_mcp.images.preview import ImageError, ImageInfo, Preview, inspect_image, make_preview
 
@@ -38,31 +38,31 @@ class SavedImage:
 
 
 def check_download_url(url: str) -> None:
+    """Only http(s) URLs are downloaded; `net.public_client` then decides which hosts."""
     parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return
-    if parts.scheme == "http" and parts.hostname and is_loopback_host(parts.hostname):
-        return
-    raise OutputError(f"not downloading {url}: only https (or http on 127.0.0.1) results are fetched")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OutputError(f"not downloading {url}: only http(s) results are fetched")
 
 
 async def fetch_image(url: str, http: httpx.AsyncClient, *, max_bytes: int, read_timeout: float) -> bytes:
+    """The result image; `http` is `net.public_client`. Errors never say what answered."""
     import httpx
 
     check_download_url(url)
     try:
-        async with http.stream("GET", url, timeout=read_timeout, follow_redirects=False) as response:
-            if response.status_code != 200:
-                raise OutputError(f"downloading {url} answered HTTP {response.status_code}")
-            content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            if content_type and not content_type.startswith("image/"):
-                raise OutputError(f"{url} is {content_type}, not an image")
-            data = await read_capped(response, max_bytes)
-    except httpx.HTTPError as exc:
-        raise OutputError(f"downloading {url} failed ({type(exc).__name__})") from None
-    if data is None:
-        raise OutputError(f"{url} is larger than X402_MAX_OUTPUT_BYTES ({max_bytes} bytes)")
-    return data
+        response = await net.send(http, "GET", url, max_bytes=max_bytes, timeout=read_timeout)
+    except net.AddressRefused as exc:
+        raise OutputError(f"not downloading {url}: {exc}") from None
+    except net.BodyTooLarge:
+        raise OutputError(f"{url} is larger than X402_MAX_OUTPUT_BYTES ({max_bytes} bytes)") from None
+    except httpx.HTTPError:
+        raise OutputError(f"downloading {url} failed") from None
+    if response.status_code != 200:
+        raise OutputError(f"downloading {url} failed")
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and not content_type.startswith("image/"):
+        raise OutputError(f"{url} is not an image")
+    return response.content
 
 
 def output_name(tool: str, sha256: str, extension: str, now: float) -> str:
