@@ -246,8 +246,14 @@ def _jobs_endpoint(state: SandboxState) -> Callable[[Request], Awaitable[Respons
         if found is None:
             return JSONResponse({"error": "no such job"}, status_code=404)
         ready_at, result = found
+        config = state.config
+        if config.job_poll_failures > 0:
+            config.job_poll_failures -= 1
+            return JSONResponse({"error": "status temporarily unavailable"}, status_code=503)
         if time.monotonic() < ready_at:
             return JSONResponse({"job_id": job_id, "status": "processing"})
+        if config.job_outcome == "failed":
+            return JSONResponse({"job_id": job_id, "status": "failed", "error": "the model crashed"})
         return JSONResponse({"job_id": job_id, "status": "succeeded", "result": result})
 
     return jobs

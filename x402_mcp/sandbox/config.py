@@ -124,6 +124,10 @@ class SandboxConfig:
     # Routes that answer asynchronously: route -> seconds until the job's image is ready. The job is
     # paid (settled) when it is created; GET /jobs/{id} reports it, free.
     async_jobs: dict[str, float] = field(default_factory=dict)
+    # GET /jobs/{id} answers 503 to this many polls first (a flaky status endpoint).
+    job_poll_failures: int = 0
+    # What a finished job reports: "succeeded" with its image, or "failed" (the upstream's own word).
+    job_outcome: str = "succeeded"
     # Seconds the /files route waits before sending an image ("slow download").
     file_delay_seconds: float = 0.0
     # Settle on a real chain (see OnchainSettlement); None = the in-memory ledger, as always.
