@@ -263,19 +263,27 @@ async def test_tools_are_listed_with_costs_and_annotations(sandbox: RunningSandb
     ]
 
 
-async def test_published_schemas_are_the_sdks_own_derivation(sandbox: RunningSandbox, key: str) -> None:
-    """Tools sharing a return type share one derived output schema: it must be what the SDK derives for each."""
-    from mcp.server.mcpserver.tools import Tool
+async def test_published_schemas_are_the_catalog_models(sandbox: RunningSandbox, key: str) -> None:
+    """A paid tool publishes its catalog input model and the output schema of its result model."""
+    from x402_mcp.catalog import CATALOG
 
-    server = build_server(settings_for(sandbox, key))
-    async with Client(server) as client:
+    async with Client(build_server(settings_for(sandbox, key))) as client:
         listed = {tool.name: tool for tool in (await client.list_tools()).tools}
-    registered = {tool.name: tool for tool in server._tool_manager.list_tools()}
-    assert set(listed) == set(registered) == PAID_TOOLS | FREE_TOOLS
-    for name, tool in registered.items():
-        fresh = Tool.from_function(tool.fn, name=name)
-        assert listed[name].output_schema == fresh.output_schema, name
-        assert tool.fn_metadata.wrap_output == fresh.fn_metadata.wrap_output, name
-        if not fresh.fn_metadata.wrap_output:  # a wrapped result's model is synthesized anew each time
-            assert tool.fn_metadata.output_model is fresh.fn_metadata.output_model, name
-        assert listed[name].input_schema == {**fresh.parameters, "additionalProperties": False}, name
+    for spec in CATALOG:
+        tool = listed[spec.name]
+        assert tool.input_schema == {**spec.input_model.model_json_schema(), "title": f"{spec.name}Arguments"}
+        assert tool.input_schema["additionalProperties"] is False, spec.name
+        assert tool.output_schema == spec.output_model.model_json_schema(), spec.name
+    for name in FREE_TOOLS:
+        assert listed[name].input_schema["additionalProperties"] is False, name
+
+
+async def test_every_tool_refuses_an_unknown_argument_by_name(sandbox: RunningSandbox, key: str) -> None:
+    """A misspelt argument is an error naming it, never silently dropped, and nothing reaches the upstream."""
+    async with Client(build_server(settings_for(sandbox, key))) as client:
+        for name in sorted(PAID_TOOLS | FREE_TOOLS):
+            result = await client.call_tool(name, {"bogus_argument": 1})
+            text = text_of(result)
+            assert result.is_error, (name, text)
+            assert "bogus_argument" in text and "Extra inputs are not permitted" in text, (name, text)
+    assert sandbox.state.requests_seen == 0

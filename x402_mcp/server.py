@@ -1,16 +1,18 @@
 """Builds the MCP server: one paid tool per catalog entry, plus the free money tools.
 
-A paid call runs in three steps the SDK wires together: `prepare` (validate, ask the price:
-free), `approve` (asks the user through elicitation when the policy wants it), then the tool
-body, which pays once. The steps are resolvers, so the approval works on both protocol
+A paid call runs in three steps the SDK wires together: `prepare` (validate, resolve inputs,
+quote: free), `approve` (asks the user through elicitation when the policy wants it), then the
+tool body, which pays once. The first two are resolvers, so the approval works on both protocol
 generations (a mid-call request on legacy connections, an input_required round on newer ones).
+On newer ones the answer comes back beside a sealed requestState that could be sent again:
+`ApprovalReplayGuard` lets each be used once, so one approval buys at most one payment.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the SDK reads these functions' annotations as objects,
+# and the paid tools' closures name their catalog entry's models.
 
-import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -22,11 +24,12 @@ from mcp.server.mcpserver import Context, Elicit, ListRoots, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp.server.request_state import RequestStateSecurity
 from mcp.types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from x402_mcp import __version__, account, image_tools
+from x402_mcp.approval_replay import STATE_TTL_SECONDS, ApprovalReplayGuard, approval_refusal
 from x402_mcp.catalog import CATALOG, ImageResult, ToolSpec
 from x402_mcp.config import Settings
 from x402_mcp.images.inputs import InputError
@@ -73,31 +76,6 @@ def _instructions(settings: Settings) -> str:
     )
 
 
-def _signature_parameters(spec: ToolSpec) -> list[inspect.Parameter]:
-    """The spec's input model as keyword-only parameters, for MCPServer's schema derivation."""
-    return [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=Annotated[(field.annotation, field)]
-            if field.metadata or field.description
-            else field.annotation,
-            default=inspect.Parameter.empty if field.is_required() else field.default,
-        )
-        for name, field in spec.input_model.model_fields.items()
-    ]
-
-
-def _set_signature(fn: Callable[..., Any], name: str, parameters: list[inspect.Parameter], returns: Any) -> None:
-    fn.__name__ = fn.__qualname__ = name  # the qualname keys the resolver's elicitation state
-    fn.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
-    fn.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}
-
-
-def _context_parameter(name: str = "ctx") -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Context)
-
-
 def client_roots(ctx: Context[Services, Any]) -> ListRoots | ListRootsResult:
     """The client's MCP roots, where it offers them: more folders local inputs may come from."""
     capabilities = ctx.client_capabilities
@@ -118,29 +96,28 @@ def root_paths(roots: ListRootsResult) -> list[Path]:
 ClientRoots = Annotated[ListRootsResult, Resolve(client_roots)]
 
 
-def _roots_parameter() -> inspect.Parameter:
-    return inspect.Parameter("roots", inspect.Parameter.KEYWORD_ONLY, annotation=ClientRoots)
+def call_arguments(ctx: Context[Services, Any]) -> dict[str, Any]:
+    """The arguments of this `tools/call` as the client sent them."""
+    arguments = (ctx.request_context.params or {}).get("arguments")
+    return dict(arguments) if isinstance(arguments, dict) else {}
 
 
-def _paid_tool(spec: ToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
-    """The three steps of one catalog entry, as functions with the entry's signature.
+def _paid_tool(spec: ToolSpec) -> Tool:
+    """One catalog entry as an MCP tool: its input model is the tool's schema, its three steps resolvers.
 
-    MCPServer derives a tool's schema from its function's signature, and resolvers take tool
-    arguments by name, so the catalog's model becomes both signatures: one generic body
-    serves every entry.
+    The SDK derives a tool's schema from its function's parameters; a catalog tool's arguments are
+    its input model instead, so the function takes none, `prepare` validates the call's arguments
+    with the model (unknown ones are refused by name, before anything is asked upstream), and the
+    model's schema is what the tool publishes. One generic body serves every entry.
     """
 
-    async def prepare(ctx: Context[Services, Any], roots: ListRootsResult, **arguments: Any) -> Prepared:
+    async def prepare(ctx: Context[Services, Any], roots: ClientRoots) -> Prepared:
         services = ctx.request_context.lifespan_context
         progress = ProgressReporter(ctx.report_progress).stage()
-        return await prepare_call(spec, arguments, services, progress, root_paths(roots))
-
-    _set_signature(
-        prepare,
-        f"prepare_{spec.name}",
-        [*_signature_parameters(spec), _context_parameter(), _roots_parameter()],
-        Prepared,
-    )
+        refusal = approval_refusal.get()
+        if refusal is not None:  # a replayed approval: refused before anything is asked upstream
+            return Prepared(spec, progress, error=error_result(refusal.format(tool=spec.name), money_spent=False))
+        return await prepare_call(spec, call_arguments(ctx), services, progress, root_paths(roots))
 
     def approve(
         ctx: Context[Services, Any], prepared: Annotated[Prepared, Resolve(prepare)]
@@ -158,25 +135,11 @@ def _paid_tool(spec: ToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
             ApprovePayment,
         )
 
-    # Real objects, not the strings `from __future__ import annotations` leaves: `prepare` is local.
-    _set_signature(
-        approve,
-        f"approve_{spec.name}",
-        [
-            _context_parameter(),
-            inspect.Parameter(
-                "prepared", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[Prepared, Resolve(prepare)]
-            ),
-        ],
-        NoApprovalNeeded | Elicit[ApprovePayment],
-    )
-
     async def call(
         ctx: Context[Services, Any],
         prepared: Annotated[Prepared, Resolve(prepare)],
         approval: Annotated[ElicitationResult[ApprovePayment], Resolve(approve)],
-        **_: Any,
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, spec.output_model]:
         services = ctx.request_context.lifespan_context
         approved = False
         refusal = "the user did not approve it"
@@ -190,19 +153,13 @@ def _paid_tool(spec: ToolSpec) -> Callable[..., Awaitable[CallToolResult]]:
                 )
         return await finish_call(prepared, services, approved=approved, refusal=refusal)
 
-    parameters = [
-        *_signature_parameters(spec),
-        _context_parameter(),
-        inspect.Parameter("prepared", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[Prepared, Resolve(prepare)]),
-        inspect.Parameter(
-            "approval",
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=Annotated[ElicitationResult[ApprovePayment], Resolve(approve)],
-        ),
-    ]
-    _set_signature(call, spec.name, parameters, Annotated[CallToolResult, spec.output_model])
-    call.__doc__ = spec.description
-    return call
+    tool = Tool.from_function(
+        call, name=spec.name, title=spec.title, description=spec.description, annotations=PAID_TOOL_ANNOTATIONS
+    )
+    # ToolInput forbids extra fields, so the schema says `additionalProperties: false`. Its title is
+    # the one the SDK gives a function's arguments, like the free tools' (and as published so far).
+    schema = {**spec.input_model.model_json_schema(), "title": f"{spec.name}Arguments"}
+    return tool.model_copy(update={"parameters": schema})
 
 
 class LazyHttpClient:
@@ -212,7 +169,7 @@ class LazyHttpClient:
         self._settings = settings
         self._client: httpx.AsyncClient | None = None
 
-    def __call__(self) -> httpx.AsyncClient:
+    def __call__(self) -> "httpx.AsyncClient":
         if self._client is None:
             import httpx
 
@@ -226,52 +183,36 @@ class LazyHttpClient:
             await self._client.aclose()
 
 
-class StrictTools:
-    """Collects tools whose arguments must match their schema exactly.
+class FreeTools:
+    """Collects the free tools, whose arguments must match their schema exactly.
 
-    MCPServer's argument models ignore unknown keys, so a misspelt `negative_promt` would vanish
-    and the call would still be paid. Here an unknown argument is an error naming it, and the
-    published schema says `additionalProperties: false`.
+    MCPServer's argument models ignore unknown keys, so a misspelt `limt` would vanish and the call
+    would still run. The SDK has no option to forbid them, so this is the one place its tool
+    metadata is changed: `FuncMetadata` documents its fields as read live, and its argument model
+    is replaced by a subclass that forbids extras (an unknown argument is then an error naming it);
+    the published schema says `additionalProperties: false`. The paid tools need none of this:
+    their catalog models forbid extras themselves.
     """
 
     def __init__(self) -> None:
         self.tools: list[Tool] = []
-        #: Output metadata already derived, by return annotation (the catalog's tools share theirs).
-        self._outputs: dict[Any, Tool] = {}
 
-    def add_tool(self, fn: Callable[..., Any], **kwargs: Any) -> None:
-        returns = inspect.signature(fn).return_annotation
-        same_output = None if isinstance(returns, str) else self._outputs.get(returns)
-        if same_output is None:
-            tool = Tool.from_function(fn, **kwargs)
-            if not isinstance(returns, str):  # a string means something else in each module: never shared
-                self._outputs[returns] = tool
-        else:
-            # Deriving an output schema is the slowest part of building a tool (~4 ms); one already
-            # derived for the same return annotation is reused. The SDK reads these fields live.
-            tool = Tool.from_function(fn, structured_output=False, **kwargs)
-            tool.fn_metadata.output_model = same_output.fn_metadata.output_model
-            tool.fn_metadata.output_schema = same_output.fn_metadata.output_schema
-            tool.fn_metadata.wrap_output = same_output.fn_metadata.wrap_output
-        loose = tool.fn_metadata.arg_model
-        config = ConfigDict(**{**loose.model_config, "extra": "forbid"})  # type: ignore[typeddict-item]
-        strict: type[ArgModelBase] = type(
-            loose.__name__, (loose,), {"model_config": config, "__module__": loose.__module__}
-        )
-        tool.fn_metadata.arg_model = strict
-        # The same schema with extras closed: patched, not regenerated (schema building is the slow part).
-        tool.parameters = {**tool.parameters, "additionalProperties": False}
-        self.tools.append(tool)
-
-    def tool(self, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def tool(self, **metadata: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self.add_tool(fn, **kwargs)
+            tool = Tool.from_function(fn, **metadata)
+            loose = tool.fn_metadata.arg_model
+            config = ConfigDict(extra="forbid")  # merged with the SDK's own config by pydantic
+            strict = type(loose.__name__, (loose,), {"model_config": config, "__module__": loose.__module__})
+            tool.fn_metadata.arg_model = strict
+            self.tools.append(
+                tool.model_copy(update={"parameters": {**tool.parameters, "additionalProperties": False}})
+            )
             return fn
 
         return register
 
 
-def _register_image_tools(server: StrictTools) -> None:
+def _register_image_tools(server: FreeTools) -> None:
     @server.tool(
         name="image_mask",
         title="Build an inpainting mask",
@@ -356,7 +297,7 @@ def _register_image_tools(server: StrictTools) -> None:
             raise ToolError(str(exc)) from None
 
 
-def _register_account_tools(server: StrictTools) -> None:
+def _register_account_tools(server: FreeTools) -> None:
     @server.tool(
         name="wallet_status",
         title="Wallet status",
@@ -409,7 +350,7 @@ def _register_account_tools(server: StrictTools) -> None:
 
 
 def build_server(
-    settings: Settings, *, http: httpx.AsyncClient | None = None, ledger: Ledger | None = None
+    settings: Settings, *, http: "httpx.AsyncClient | None" = None, ledger: Ledger | None = None
 ) -> MCPServer[Services]:
     """The MCP server for `settings`. `http` and `ledger` replace the defaults (tests share them)."""
 
@@ -434,22 +375,19 @@ def build_server(
             finally:
                 background.cancel_scope.cancel()
 
-    registry = StrictTools()
-    for spec in CATALOG:
-        registry.add_tool(
-            _paid_tool(spec),
-            name=spec.name,
-            title=spec.title,
-            description=spec.description,
-            annotations=PAID_TOOL_ANNOTATIONS,
-        )
-    _register_image_tools(registry)
-    _register_account_tools(registry)
-    return MCPServer(
+    free = FreeTools()
+    _register_image_tools(free)
+    _register_account_tools(free)
+    server = MCPServer(
         SERVER_NAME,
         version=__version__,
         instructions=_instructions(settings),
         lifespan=lifespan,
         log_level="WARNING",
-        tools=registry.tools,
+        tools=[*(_paid_tool(spec) for spec in CATALOG), *free.tools],
+        # The SDK's default policy, with its lifetime named here: the replay guard keeps used tokens as long.
+        request_state_security=RequestStateSecurity.ephemeral(ttl=STATE_TTL_SECONDS),
     )
+    # Outermost, so it sees the sealed token: `middleware=` would place it inside the request-state boundary.
+    server.middleware.insert(0, ApprovalReplayGuard(frozenset(spec.name for spec in CATALOG)))
+    return server
