@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from x402_mcp.payments.keys import (
     default_keystore_path,
     resolve_private_key,
 )
-from x402_mcp.payments.signer import Wallet, new_private_key
+from x402_mcp.payments.signer import Wallet, check_private_key, new_private_key
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
 
@@ -510,3 +512,41 @@ def test_key_and_password_never_leak(
         for path in tmp_path.rglob("*"):
             if path.is_file() and path.name != "k":
                 assert key[2:].lower() not in path.read_text(errors="replace").lower(), path
+
+
+# --- the wallet's signatures ----------------------------------------------------------------------
+
+
+def test_wallet_signs_without_coincurve() -> None:
+    """eth-keys picks libsecp256k1 (coincurve) by itself; without it the wallet signs in pure Python."""
+    code = """
+import sys
+sys.modules["coincurve"] = None  # as if it were not installed: `import coincurve` raises
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from x402_mcp.payments.protocol import TRANSFER_WITH_AUTHORIZATION_TYPES
+from x402_mcp.payments.signer import Wallet, new_private_key
+
+wallet = Wallet(new_private_key())
+message = {
+    "types": TRANSFER_WITH_AUTHORIZATION_TYPES,
+    "primaryType": "TransferWithAuthorization",
+    "domain": {"name": "USD Coin", "version": "2", "chainId": 8453,
+               "verifyingContract": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"},
+    "message": {"from": wallet.address, "to": wallet.address, "value": 1, "validAfter": 0,
+                "validBefore": 2**40, "nonce": bytes(32)},
+}
+signature = wallet.sign_typed_data(message)
+signer = Account.recover_message(encode_typed_data(full_message=message), signature=bytes.fromhex(signature[2:]))
+print(len(signature), signer == wallet.address)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["132", "True"]  # 0x + 65 bytes, recovering the wallet's address
+
+
+def test_new_private_keys_are_distinct_and_valid() -> None:
+    keys_made = {new_private_key() for _ in range(8)}
+    assert len(keys_made) == 8
+    for made in keys_made:
+        assert check_private_key(made) == made  # 0x-prefixed lowercase hex, in the curve's range

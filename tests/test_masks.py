@@ -1,8 +1,9 @@
-"""Masks: drawing from shapes (pixel-exact) and normalising masks agents send."""
+"""Masks: drawing from shapes (Pillow's ImageDraw) and normalising masks agents send."""
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import time
@@ -52,6 +53,36 @@ def assert_plane(png: bytes, width: int, height: int, expected: dict) -> None:
     assert (got_width, got_height) == (width, height)
     wrong = [(xy, data[xy[1] * width + xy[0]], v) for xy, v in expected.items() if data[xy[1] * width + xy[0]] != v]
     assert not wrong, f"{len(wrong)} pixels differ, e.g. {wrong[:5]}"
+
+
+# Offsets within 1.25 px of a pixel centre, every quarter pixel: ImageDraw rounds polygon vertices to
+# whole pixels and paints the outline, so its pixels lie within about a pixel of the exact shape.
+NEAR = [(dx / 4, dy / 4) for dx in range(-5, 6) for dy in range(-5, 6) if math.hypot(dx, dy) <= 5]
+
+
+def assert_within_a_pixel(
+    png: bytes, width: int, height: int, inside: Callable[[float, float], bool], perimeter: float
+) -> None:
+    """ImageDraw may differ from the exact shape only along its outline: a pixel whose centre is more
+    than 1.25 px inside (outside) the shape is painted (not painted), and the painted count is within
+    one pixel per unit of outline of the exact count (pixel centres inside)."""
+    got_width, got_height, data = pixels(png)
+    assert (got_width, got_height) == (width, height)
+    wrong, exact = [], 0
+    for row in range(height):
+        for col in range(width):
+            x, y = col + 0.5, row + 0.5
+            exact += inside(x, y)
+            near = {inside(x + dx, y + dy) for dx, dy in NEAR}
+            if len(near) == 1 and data[row * width + col] != (255 if near.pop() else 0):
+                wrong.append((col, row, data[row * width + col]))
+    assert not wrong, f"{len(wrong)} pixels far from the outline are wrong, e.g. {wrong[:5]}"
+    painted = sum(v == 255 for v in data)
+    assert abs(painted - exact) <= perimeter, (painted, exact, perimeter)
+
+
+def outline_length(points: list[tuple[float, float]]) -> float:
+    return sum(math.dist(a, b) for a, b in zip(points, points[1:] + points[:1], strict=True))
 
 
 def in_box(x0: float, y0: float, x1: float, y1: float) -> Callable[[float, float], bool]:
@@ -139,14 +170,21 @@ def test_polygon(points: list[tuple[float, float]]) -> None:
     png = render_mask(spec(width=40, height=30, shapes=[{"type": "polygon", "points": points}]))
     expected = expected_plane(40, 30, point_in_polygon(points))
     assert 0 < sum(v == 255 for v in expected.values()) < 40 * 30
-    assert_plane(png, 40, 30, expected)
+    assert_within_a_pixel(png, 40, 30, point_in_polygon(points), outline_length(points))
+
+
+def test_polygon_vertices_at_whole_pixels_paint_their_outline() -> None:
+    """ImageDraw includes the outline: the square with corners (2, 2) and (6, 6) paints 5 x 5 pixels."""
+    square = [(2, 2), (6, 2), (6, 6), (2, 6)]
+    png = render_mask(spec(width=10, height=10, shapes=[{"type": "polygon", "points": square}]))
+    assert_plane(png, 10, 10, expected_plane(10, 10, in_box(2, 2, 7, 7)))
 
 
 def test_polygon_in_fractions() -> None:
     points = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)]
     png = render_mask(spec(width=20, height=20, units="fraction", shapes=[{"type": "polygon", "points": points}]))
     scaled = [(x * 20, y * 20) for x, y in points]
-    assert_plane(png, 20, 20, expected_plane(20, 20, point_in_polygon(scaled)))
+    assert_within_a_pixel(png, 20, 20, point_in_polygon(scaled), outline_length(scaled))
 
 
 def test_union_of_shapes_and_invert() -> None:
@@ -161,12 +199,13 @@ def test_union_of_shapes_and_invert() -> None:
     assert_plane(inverted, 20, 20, expected_plane(20, 20, lambda x, y: not inside(x, y)))
 
 
-def test_too_complex_polygons_are_refused_before_drawing() -> None:
+def test_too_many_polygon_points_are_refused_before_drawing() -> None:
     zigzag = {"type": "polygon", "points": [[k * 20, 0 if k % 2 else 6000] for k in range(256)]}
     started = time.perf_counter()
-    with pytest.raises(MaskError, match="the polygons in shapes are too complex"):
-        render_mask(spec(width=6000, height=6000, shapes=[zigzag] * 50))
+    with pytest.raises(ValidationError, match="12800 points in all, more than the limit of 1024"):
+        spec(width=6000, height=6000, shapes=[zigzag] * 50)
     assert time.perf_counter() - started < 1
+    assert render_mask(spec(width=600, height=600, shapes=[zigzag] * 4))  # at the limit: drawn
 
 
 def test_invert_of_a_full_cover_is_refused() -> None:
@@ -210,7 +249,9 @@ def test_shapes_partly_outside_are_clipped() -> None:
         triangle = point_in_polygon([(20, -5), (45, -5), (45, 10)])(x, y)
         return in_box(-10, -10, 10, 10)(x, y) or ellipse or triangle
 
-    assert_plane(png, 30, 30, expected_plane(30, 30, inside))
+    # the outlines inside the 30x30 canvas: the square's two 10 px sides, a quarter circle and the
+    # triangle's corner (under 3 px)
+    assert_within_a_pixel(png, 30, 30, inside, perimeter=20 + math.pi * 10 / 2 + 3)
     _, _, data = pixels(png)
     assert data[0] == 255 and data[29 * 30 + 29] == 255
 
@@ -232,6 +273,16 @@ def test_shape_entirely_outside_is_refused(shape: dict) -> None:
 def test_shape_covering_no_pixel_centre_is_refused() -> None:
     with pytest.raises(MaskError, match=r"shapes\[0\] \(rectangle\) is too small"):
         render_mask(spec(width=50, height=50, shapes=[rect(10.6, 10, 0.8, 5)]))
+
+
+def test_shape_that_draws_no_pixel_is_refused() -> None:
+    """Judged by what ImageDraw paints: it draws nothing for an ellipse in a 1 x 1 box."""
+    dot = {"type": "ellipse", "x": 10, "y": 10, "width": 1, "height": 1}
+    with pytest.raises(MaskError, match=r"shapes\[1\] \(ellipse\) is too small to cover any pixel"):
+        render_mask(spec(width=50, height=50, shapes=[rect(0, 0, 5, 5), dot]))
+    # one shape covered by another still counts: each shape is judged alone
+    png = render_mask(spec(width=50, height=50, shapes=[rect(0, 0, 20, 20), rect(5, 5, 2, 2)]))
+    assert_plane(png, 50, 50, expected_plane(50, 50, in_box(0, 0, 20, 20)))
 
 
 @pytest.mark.parametrize(

@@ -137,6 +137,34 @@ def test_jpeg_exif_orientation_6_comes_out_rotated() -> None:
     assert (info.width, info.height) == (32, 64)
 
 
+@pytest.mark.parametrize(
+    ("orientation", "corner"),
+    [
+        *[(1, "top-left"), (2, "top-right"), (3, "bottom-right"), (4, "bottom-left")],
+        *[(5, "top-left"), (6, "top-right"), (7, "bottom-right"), (8, "bottom-left")],  # a quarter turn too
+    ],
+)
+def test_every_exif_orientation_is_shown_upright(orientation: int, corner: str) -> None:
+    stored = Image.new("RGB", (40, 20), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 8, 8))  # red in the stored top-left corner
+    data = encode(stored, "PNG", exif=exif_bytes(orientation))
+    size = (20, 40) if orientation >= 5 else (40, 20)  # 5-8 turn the image a quarter
+    assert (inspect_image(data).width, inspect_image(data).height) == size
+    preview = make_preview(data)
+    shown = opened(preview.data).convert("RGB")
+    assert shown.size == (preview.width, preview.height) == size
+    x = 2 if corner.endswith("left") else size[0] - 3
+    y = 2 if corner.startswith("top") else size[1] - 3
+    assert shown.getpixel((x, y)) == (255, 0, 0)
+
+
+def test_unreadable_exif_leaves_the_image_as_stored() -> None:
+    data = encode(gradient(64, 32), "PNG", exif=b"Exif\x00\x00not a TIFF block")  # exif_transpose raises on it
+    assert inspect_image(data) == ImageInfo(width=64, height=32, format="PNG", mime_type="image/png")
+    preview = make_preview(data)
+    assert (preview.width, preview.height) == (64, 32)
+
+
 def test_large_jpeg_is_scaled_while_decoding() -> None:
     data = encode(gradient(4000, 3000), "JPEG", quality=90)
     preview = make_preview(data)

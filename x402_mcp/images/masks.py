@@ -8,16 +8,17 @@ Bytes in, bytes out: no network, no files; Pillow is imported inside the functio
 `MaskError` (or pydantic's `ValidationError` for a malformed `MaskSpec`), with messages written for
 the agent: they name the field and say what to do next.
 
-Rasterisation rule for shapes: a pixel (column i, row j) is painted when its centre (i + 0.5, j + 0.5)
-is inside the shape; rectangle and polygon edges are closed at the left/top and open at the
-right/bottom (a 10 px wide rectangle at x=0 paints columns 0-9), ellipse boundaries are closed.
+Shapes are drawn by Pillow's `ImageDraw`. Rectangles and ellipses fill the box whose edges are the
+shape's edges rounded to whole pixels (a 10 px wide rectangle at x=0 paints columns 0-9, x=0.4 too);
+polygons have their vertices rounded and their outline included (even-odd fill when they cross
+themselves), so along an edge they may paint up to a pixel more than their exact area.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -26,11 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from x402_mcp.images.preview import (
     DEFAULT_MAX_PIXELS,
     ImageError,
-    apply_orientation,
-    exif_orientation,
     load_image,
     open_image,
     to_display_mode,
+    turn_upright,
 )
 
 if TYPE_CHECKING:
@@ -40,10 +40,14 @@ MaskConvention = Literal["white", "black", "alpha"]
 
 MAX_SHAPES = 50
 MAX_POLYGON_POINTS = 256
+# Pillow fills a polygon row by row over all its edges: the points over all polygons bound the work
+# (about 1 s for the worst allowed, on the tallest canvas).
+MAX_TOTAL_POLYGON_POINTS = 1_024
 MAX_CANVAS_SIDE = 16_384
 MAX_FEATHER = 100.0
-MAX_POLYGON_CROSSINGS = 2_000_000  # edge/row crossings over all polygons: bounds render time (~1.5 s)
-_COORDINATE_LIMIT = 1_000_000.0  # pixel coordinates beyond this are certainly a mistake
+# Pixel coordinates beyond this are certainly a mistake; it also bounds an ellipse's drawing time,
+# which grows with its box (50 ellipses at the limit draw in well under a second).
+_COORDINATE_LIMIT = 100_000.0
 
 _HIGH_IS_REPAINT = [0] * 128 + [255] * 128  # binarize at 128
 _LOW_IS_REPAINT = [255] * 128 + [0] * 128
@@ -145,7 +149,7 @@ def prepare_mask(
         load_image(source, field="mask")
     except ImageError as exc:
         raise MaskError(str(exc)) from exc
-    plane = _repaint_plane(apply_orientation(source, exif_orientation(source)), convention)
+    plane = _repaint_plane(turn_upright(source), convention)
 
     own_size = plane.size
     own_repaint = plane.histogram()[255]
@@ -262,6 +266,12 @@ class MaskSpec(BaseModel):
     def _consistent(self) -> MaskSpec:
         if (self.width is None) != (self.height is None):
             raise ValueError("give both width and height, or neither (to use the source image's size)")
+        polygon_points = sum(len(shape.points) for shape in self.shapes if isinstance(shape, Polygon))
+        if polygon_points > MAX_TOTAL_POLYGON_POINTS:
+            raise ValueError(
+                f"the polygons in shapes have {polygon_points} points in all, more than the limit of "
+                f"{MAX_TOTAL_POLYGON_POINTS}: use fewer points or fewer polygons"
+            )
         if self.units == "fraction":
             for i, shape in enumerate(self.shapes):
                 for name, value in _coordinates(shape):
@@ -276,74 +286,35 @@ class MaskSpec(BaseModel):
 # --- render_mask --------------------------------------------------------------------------------
 
 
-class _Canvas:
-    """A row-major 8-bit plane; spans are painted 255 by slice assignment."""
-
-    def __init__(self, width: int, height: int) -> None:
-        self.width, self.height = width, height
-        self.pixels = bytearray(width * height)
-        self._ones = memoryview(b"\xff" * width)
-
-    def span(self, row: int, start: int, stop: int) -> int:
-        """Paint columns [start, stop) of `row`, clipped to the canvas; returns the pixels painted."""
-        start, stop = max(start, 0), min(stop, self.width)
-        if stop <= start or not 0 <= row < self.height:
-            return 0
-        offset = row * self.width
-        self.pixels[offset + start : offset + stop] = self._ones[: stop - start]
-        return stop - start
+_Box = tuple[int, int, int, int]  # left, top, right, bottom in whole pixels; right and bottom exclusive
 
 
-def _first_centre_at_or_after(edge: float) -> int:
-    """The first pixel index whose centre (i + 0.5) is >= edge."""
-    return math.ceil(edge - 0.5)
+def _pixel_box(x0: float, y0: float, x1: float, y1: float) -> _Box:
+    """A rectangle's or ellipse's box with its edges rounded to whole pixels."""
+    return round(x0), round(y0), round(x1), round(y1)
 
 
-def _paint_rectangle(canvas: _Canvas, x0: float, y0: float, x1: float, y1: float) -> int:
-    c0, c1 = _first_centre_at_or_after(x0), _first_centre_at_or_after(x1)
-    r0, r1 = max(0, _first_centre_at_or_after(y0)), min(canvas.height, _first_centre_at_or_after(y1))
-    return sum(canvas.span(row, c0, c1) for row in range(r0, r1))
+def _polygon_reach(points: Sequence[tuple[float, float]]) -> _Box:
+    """The pixels a polygon can paint: ImageDraw rounds each vertex and includes the outline."""
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    return math.floor(min(xs)), math.floor(min(ys)), math.ceil(max(xs)) + 1, math.ceil(max(ys)) + 1
 
 
-def _paint_ellipse(canvas: _Canvas, x0: float, y0: float, x1: float, y1: float) -> int:
-    cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
-    painted = 0
-    first = max(0, math.ceil(cy - ry - 0.5))
-    last = min(canvas.height - 1, math.floor(cy + ry - 0.5))
-    for row in range(first, last + 1):
-        dy = (row + 0.5 - cy) / ry
-        rest = 1 - dy * dy
-        if rest < 0:
-            continue
-        half = rx * math.sqrt(rest)
-        painted += canvas.span(row, math.ceil(cx - half - 0.5), math.floor(cx + half - 0.5) + 1)
-    return painted
+def _draw_shape(
+    shape: Rectangle | Ellipse | Polygon, points: list[tuple[float, float]], box: _Box, clip: _Box
+) -> PILImage:
+    """The shape alone on a layer covering `clip` (255 = painted), to see what it covers by itself."""
+    from PIL import Image, ImageDraw
 
-
-def _polygon_edges(
-    points: list[tuple[float, float]], height: int
-) -> Iterator[tuple[float, float, float, float, range]]:
-    """Each non-horizontal edge with the canvas rows whose centre it crosses (half-open in y)."""
-    for (xa, ya), (xb, yb) in zip(points, points[1:] + points[:1], strict=True):
-        if ya == yb:
-            continue  # horizontal edges never cross a row centre under the half-open rule
-        low, high = min(ya, yb), max(ya, yb)
-        rows = range(max(0, _first_centre_at_or_after(low)), min(height, _first_centre_at_or_after(high)))
-        if rows:
-            yield xa, ya, xb, yb, rows
-
-
-def _paint_polygon(canvas: _Canvas, points: list[tuple[float, float]]) -> int:
-    crossings: dict[int, list[float]] = {}
-    for xa, ya, xb, yb, rows in _polygon_edges(points, canvas.height):
-        for row in rows:
-            crossings.setdefault(row, []).append(xa + (row + 0.5 - ya) * (xb - xa) / (yb - ya))
-    painted = 0
-    for row, xs in crossings.items():
-        xs.sort()
-        for left, right in zip(xs[0::2], xs[1::2], strict=True):
-            painted += canvas.span(row, _first_centre_at_or_after(left), _first_centre_at_or_after(right))
-    return painted
+    ox, oy = clip[0], clip[1]
+    layer = Image.new("L", (clip[2] - ox, clip[3] - oy), 0)
+    draw = ImageDraw.Draw(layer)
+    if isinstance(shape, Polygon):
+        draw.polygon([(x - ox, y - oy) for x, y in points], fill=255)
+    else:
+        inclusive = (box[0] - ox, box[1] - oy, box[2] - 1 - ox, box[3] - 1 - oy)  # ImageDraw's boxes include both ends
+        (draw.rectangle if isinstance(shape, Rectangle) else draw.ellipse)(inclusive, fill=255)
+    return layer
 
 
 def _describe(index: int, shape: Rectangle | Ellipse | Polygon) -> str:
@@ -355,7 +326,7 @@ def render_mask(spec: MaskSpec, *, size: tuple[int, int] | None = None) -> bytes
 
     `size` (width, height), typically the source image's, takes precedence over spec.width/height
     and is required when they are absent. Shapes partly outside the canvas are clipped; a shape
-    entirely outside it, or too small to contain a pixel centre, is refused.
+    entirely outside it, or too small to paint any pixel by itself, is refused.
     """
     from PIL import Image, ImageFilter, ImageOps
 
@@ -371,42 +342,31 @@ def render_mask(spec: MaskSpec, *, size: tuple[int, int] | None = None) -> bytes
             f"{DEFAULT_MAX_PIXELS:,}: use a smaller image"
         )
     sx, sy = (float(width), float(height)) if spec.units == "fraction" else (1.0, 1.0)
-    polygons = [
-        [(x * sx, y * sy) for x, y in shape.points] if isinstance(shape, Polygon) else [] for shape in spec.shapes
-    ]
-    crossings = sum(len(edge[4]) for points in polygons for edge in _polygon_edges(points, height))
-    if crossings > MAX_POLYGON_CROSSINGS:
-        raise MaskError(
-            f"the polygons in shapes are too complex to draw on a {width}x{height} mask ({crossings:,} "
-            f"edge crossings, limit {MAX_POLYGON_CROSSINGS:,}): use fewer points or fewer polygons"
-        )
-    canvas = _Canvas(width, height)
+    plane = Image.new("L", (width, height), 0)
     for index, shape in enumerate(spec.shapes):
-        points = polygons[index]
         if isinstance(shape, Polygon):
-            xs, ys = [p[0] for p in points], [p[1] for p in points]
-            box = (min(xs), min(ys), max(xs), max(ys))
+            points = [(x * sx, y * sy) for x, y in shape.points]
+            xs, ys = [x for x, _ in points], [y for _, y in points]
+            extent = (min(xs), min(ys), max(xs), max(ys))
         else:
-            box = (shape.x * sx, shape.y * sy, (shape.x + shape.width) * sx, (shape.y + shape.height) * sy)
-        if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
+            points = []
+            extent = (shape.x * sx, shape.y * sy, (shape.x + shape.width) * sx, (shape.y + shape.height) * sy)
+        if extent[2] <= 0 or extent[3] <= 0 or extent[0] >= width or extent[1] >= height:
             raise MaskError(
                 f"{_describe(index, shape)} lies entirely outside the {width}x{height} mask "
-                f"(its bounding box is x {box[0]:g} to {box[2]:g}, y {box[1]:g} to {box[3]:g} in pixels): "
-                f"move it inside; x runs 0-{width} left to right and y 0-{height} top to bottom"
+                f"(its bounding box is x {extent[0]:g} to {extent[2]:g}, y {extent[1]:g} to {extent[3]:g} in "
+                f"pixels): move it inside; x runs 0-{width} left to right and y 0-{height} top to bottom"
             )
-        if isinstance(shape, Polygon):
-            painted = _paint_polygon(canvas, points)
-        elif isinstance(shape, Rectangle):
-            painted = _paint_rectangle(canvas, *box)
-        else:
-            painted = _paint_ellipse(canvas, *box)
-        if painted == 0:
+        box = _polygon_reach(points) if isinstance(shape, Polygon) else _pixel_box(*extent)
+        clip = (max(box[0], 0), max(box[1], 0), min(box[2], width), min(box[3], height))
+        layer = _draw_shape(shape, points, box, clip) if clip[0] < clip[2] and clip[1] < clip[3] else None
+        if layer is None or layer.getbbox() is None:
             raise MaskError(
-                f"{_describe(index, shape)} is too small to cover any pixel of the {width}x{height} mask "
-                "(a pixel counts when its centre is inside the shape): make it larger"
+                f"{_describe(index, shape)} is too small to cover any pixel of the {width}x{height} mask: "
+                "make it larger"
             )
+        plane.paste(255, clip, mask=layer)
 
-    plane = Image.frombytes("L", (width, height), canvas.pixels)
     if spec.invert:
         if plane.histogram()[255] == width * height:
             raise MaskError(

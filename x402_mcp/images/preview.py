@@ -7,6 +7,7 @@ names the field and says what to do next.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from dataclasses import dataclass
@@ -22,10 +23,6 @@ DEFAULT_MAX_PIXELS = 40_000_000
 # the exotic plugins are not worth their attack surface for images an agent hands us.
 _FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF", "AVIF")
 _FORMAT_NAMES = "PNG, JPEG, WebP, GIF, BMP, TIFF or AVIF"
-
-# EXIF orientation -> the transpose that shows the image upright (what ImageOps.exif_transpose does).
-_ORIENTATION_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE"}
-_ORIENTATION_TRANSPOSE |= {6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
 
 _JPEG_QUALITIES = (85, 75, 62, 50, 38, 28)
 _WEBP_QUALITIES = (80, 65, 50, 36, 24)
@@ -114,21 +111,31 @@ def load_image(image: ImageFile, *, field: str = "image") -> None:
         ) from exc
 
 
-def exif_orientation(image: PILImage) -> int:
-    """The EXIF orientation tag (1-8), 1 when absent or unreadable."""
+def turn_upright(image: PILImage) -> PILImage:
+    """Turn decoded pixels as the image's EXIF orientation says, in place (Pillow's `exif_transpose`).
+
+    EXIF that cannot be read leaves the pixels as stored: it is metadata, not a reason to refuse the image.
+    """
+    from PIL import ImageOps
+
+    with contextlib.suppress(Exception):  # Pillow raises SyntaxError, ValueError, ... for a corrupt EXIF block
+        ImageOps.exif_transpose(image, in_place=True)
+    return image
+
+
+def _displayed_size(image: PILImage) -> tuple[int, int]:
+    """(width, height) once upright, read from the header: EXIF orientations 5-8 turn the image a quarter.
+
+    `inspect_image` needs this without decoding the full pixels; it reads the tag as `exif_transpose` does.
+    """
+    from PIL import ExifTags
+
+    width, height = image.size
     try:
-        value = image.getexif().get(0x0112, 1)
-    except Exception:
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def apply_orientation(image: PILImage, orientation: int) -> PILImage:
-    """Turn pixels stored in EXIF `orientation` upright."""
-    from PIL import Image
-
-    name = _ORIENTATION_TRANSPOSE.get(orientation)
-    return image if name is None else image.transpose(Image.Transpose[name])
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # unreadable EXIF: `turn_upright` leaves such an image as stored
+        return width, height
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def to_display_mode(image: PILImage) -> PILImage:
@@ -163,9 +170,7 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
 
     image = open_image(data, max_pixels=max_pixels)
     fmt = "JPEG" if image.format == "MPO" else str(image.format)
-    width, height = image.size
-    if exif_orientation(image) in (5, 6, 7, 8):
-        width, height = height, width
+    width, height = _displayed_size(image)
     if fmt == "JPEG":
         image.draft(None, (1, 1))  # DCT-domain 1/8 scale: reads the whole stream, decodes little
     load_image(image)
@@ -234,18 +239,16 @@ def make_preview(
     if max_bytes < 4096:
         raise ValueError("max_bytes must be at least 4096")
     source = open_image(data, max_pixels=max_pixels)
-    orientation = exif_orientation(source)
-    target = _fit(source.size, max_side)
     if source.format in ("JPEG", "MPO"):
         # Let libjpeg scale down by 2/4/8 while decoding, keeping >= 2x the target for quality.
-        source.draft(None, (target[0] * 2, target[1] * 2))
+        source.draft(None, _fit(source.size, max_side * 2))
     load_image(source)
-    image = to_display_mode(source)
+    image = to_display_mode(turn_upright(source))
     if image.mode in ("RGBA", "LA") and image.getchannel("A").getextrema()[0] == 255:
         image = image.convert("RGB" if image.mode == "RGBA" else "L")  # alpha present but all opaque
+    target = _fit(image.size, max_side)  # upright; after a JPEG draft the aspect may differ by under a pixel
     if image.size != target:
         image = image.resize(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
-    image = apply_orientation(image, orientation)
 
     try_png = True  # a lossless preview first; once lossy fails at its lowest quality, PNG cannot fit
     while True:
