@@ -61,6 +61,7 @@ class ScriptedUpstream:
     def __init__(self, protocol: int) -> None:
         self.config = SandboxConfig(protocol=protocol)  # type: ignore[arg-type]
         self.body = b"{}"
+        self.encoding: str | None = None
         self.paid = 0
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
@@ -82,7 +83,10 @@ class ScriptedUpstream:
                     return
                 upstream.paid += 1
                 ticket = receipt(upstream.config, success=True, transaction=TX, payer="0x" + "01" * 20)
-                self._reply(200, {receipt_header_name(upstream.config.protocol): b64_json(ticket)}, upstream.body)
+                headers = {receipt_header_name(upstream.config.protocol): b64_json(ticket)}
+                if upstream.encoding:
+                    headers["content-encoding"] = upstream.encoding
+                self._reply(200, headers, upstream.body)
 
             def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
                 self.send_response(status)
@@ -155,3 +159,41 @@ async def test_a_paid_answer_without_a_usable_image_keeps_the_receipt(
     assert f"Money spent: 0.01 USDC (tx {TX})" in text
     assert "nothing" not in text.lower() and "no money" not in text.lower(), text
     assert upstream.paid == 1
+
+
+def gzip_bomb(megabytes: int) -> bytes:
+    """A small gzip body that inflates to `megabytes` MB, made in chunks so this process never holds it."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: the gzip container
+    chunk = b"A" * 1_000_000
+    parts = [packer.compress(b'{"image_url": "')]
+    parts += [packer.compress(chunk) for _ in range(megabytes)]
+    return b"".join([*parts, packer.flush()])
+
+
+@pytest.mark.parametrize("protocol", [1], indirect=True)
+async def test_a_gzip_bomb_answer_to_a_paid_request_stays_bounded_and_counted(
+    scripted: tuple[ScriptedUpstream, str], key: str
+) -> None:
+    import resource
+
+    upstream, base = scripted
+    upstream.body = gzip_bomb(512)
+    upstream.encoding = "gzip"
+    assert len(upstream.body) < 1_000_000
+    settings = load_settings(base_url=base, network=upstream.config.network, private_key=key, per_tool={})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    async with Client(build_server(settings)) as client:
+        result = await client.call_tool("image_generate", {"prompt": "bomb", "width": 256, "height": 256})
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    text, data = text_of(result), result.structured_content or {}
+    assert grown_mb < 100, f"peak RSS grew by {grown_mb:.0f} MB"
+    assert result.is_error and "larger than" in text and "may have" in text.lower(), text
+    assert data["money_spent"] is True and data["payment"]["status"] == "unknown"
+    assert upstream.paid == 1
+    ledger = Ledger(settings.resolved_ledger_path)
+    try:
+        assert ledger.spending().today == 10_000  # counted until the chain says otherwise
+    finally:
+        ledger.close()

@@ -310,6 +310,7 @@ class Payer:
                 failure = f"the upstream answered {response.status_code}"
                 last = response
             except net.BodyTooLarge:
+                payment = self._no_answer(payment, "the answer to the paid request was too large to read")
                 raise UpstreamError(
                     f"the upstream's answer to a signed payment of {payment.amount_usdc} USDC is larger than "
                     f"{net.MAX_JSON_BYTES} bytes and was not read, so whether it settled is unknown. "
@@ -323,6 +324,7 @@ class Payer:
             if attempt >= self._max_attempts or not still_valid:
                 if last is not None:
                     return last, attempt > 1
+                payment = self._no_answer(payment, f"no answer to the paid request: {failure}")
                 raise UpstreamError(
                     f"{failure} after a signed payment of {payment.amount_usdc} USDC was sent ({attempt} attempts "
                     "with the same authorization, which can settle at most once): it may have settled. "
@@ -331,6 +333,11 @@ class Payer:
                 )
             log.warning("%s; re-sending the same payment (attempt %d)", failure, attempt + 1)
             await anyio.sleep(delay)
+
+    def _no_answer(self, payment: Payment, note: str) -> Payment:
+        """Record that the paid request got no usable answer: the payment stays counted."""
+        self._ledger.mark_unknown(payment.ledger_id, note[:300])
+        return replace(payment, status="unknown")
 
     def _conclude(self, url: str, answer: httpx.Response, lost: bool, payment: Payment) -> UpstreamResponse:
         """Record the outcome the answer shows, then return the answer or raise what it means."""
