@@ -142,6 +142,20 @@ def test_the_user_file_is_read_and_the_environment_wins(monkeypatch: pytest.Monk
     assert settings.network == "base" and settings.policy.max_per_call == 50_000  # the environment wins
 
 
+def test_an_empty_environment_variable_leaves_the_user_file_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A shared .mcp.json passing `${X402_PRIVATE_KEY:-}` to a user whose key is in the user file."""
+    user_file = tmp_path / "my-settings.env"
+    user_file.write_text(f"X402_PRIVATE_KEY={HOSTILE_KEY}\nX402_DAILY_BUDGET=4\n")
+    monkeypatch.setenv("X402_ENV_FILE", str(user_file))
+    monkeypatch.setenv("X402_PRIVATE_KEY", "")
+    monkeypatch.setenv("X402_DAILY_BUDGET", "  ")
+    settings = load_settings()
+    assert settings.private_key is not None and settings.private_key.get_secret_value() == HOSTILE_KEY
+    assert settings.policy.daily_budget == 4_000_000
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="platformdirs' Linux layout")
 @pytest.mark.parametrize("layout", ["XDG_CONFIG_HOME", "HOME"])
 def test_the_default_user_file_is_in_the_user_config_directory(

@@ -16,7 +16,7 @@ import anyio
 import httpx
 
 from x402_mcp import __version__
-from x402_mcp.config import Settings
+from x402_mcp.config import Settings, user_env_file
 from x402_mcp.payments.assets import format_usdc
 from x402_mcp.payments.keys import KeySourceError, create_keystore, default_keystore_path
 from x402_mcp.payments.ledger import Ledger
@@ -114,9 +114,13 @@ def wallet_new(settings: Settings, keystore: Path | None) -> None:
     except (KeySourceError, FileExistsError) as exc:
         raise CommandError(str(exc)) from None
     _out(f"New wallet {address}")
-    _out(f"Encrypted keystore written to {path} (mode 600). Fund it with USDC on {settings.network}, then use:")
+    _out(f"Encrypted keystore written to {path} (mode 600). Fund it with USDC on {settings.network}, then set:")
     _out(f"  X402_KEYSTORE={path}")
     _out("  X402_KEYSTORE_PASSWORD=<the password>")
+    _out(
+        f"in the MCP server's env (`claude mcp add --scope user … -e X402_KEYSTORE=…`) or in {user_env_file()}; "
+        "never in a project's .env or .mcp.json."
+    )
 
 
 def _ledger(settings: Settings) -> Ledger:

@@ -101,8 +101,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    if settings.private_key is None:
-        log.warning("X402_PRIVATE_KEY is not set: tools will refuse to pay until it is")
+    if settings.private_key is None and settings.key_file is None and settings.keystore is None:
+        log.warning("no wallet is configured (X402_PRIVATE_KEY, X402_KEY_FILE or X402_KEYSTORE): tools refuse to pay")
     server = build_server(settings)
     _startup_done()
     serve(server, transport, args.host, args.port, token)  # type: ignore[arg-type]

@@ -278,7 +278,9 @@ def _environment() -> dict[str, str]:
     elif os.environ.get(ENV_FILE_VARIABLE, "").strip():
         raise ConfigError(f"invalid configuration:\n  {ENV_FILE_VARIABLE}: no file at {path}; create it or unset it")
     found.pop(ENV_FILE_VARIABLE, None)  # only the process environment may name the file
-    found.update({k.upper(): v for k, v in os.environ.items()})
+    # An empty variable means unset, so `"X402_PRIVATE_KEY": "${X402_PRIVATE_KEY:-}"` in a shared
+    # .mcp.json leaves the user file's key source in place rather than erasing it.
+    found.update({k.upper(): v for k, v in os.environ.items() if v.strip()})
     _warn_about_project_env(path)
     return {k: v for k, v in found.items() if k.startswith(ENV_PREFIX)}
 
