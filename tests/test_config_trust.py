@@ -165,7 +165,7 @@ def test_the_default_user_file_is_in_the_user_config_directory(
         monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
         user_file = tmp_path / "xdg" / "x402-image-mcp" / ".env"
     else:
-        monkeypatch.delenv("XDG_CONFIG_HOME")
+        monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
         monkeypatch.setenv("HOME", str(tmp_path / "home"))
         user_file = tmp_path / "home" / ".config" / "x402-image-mcp" / ".env"
     user_file.parent.mkdir(parents=True)
