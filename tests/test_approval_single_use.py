@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
 from mcp.client.session import ClientRequestContext
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, InputRequiredResult
 
 from tests.conftest import settings_for, text_of
+from x402_mcp import approval_replay
 from x402_mcp.payments.ledger import Ledger, PaymentRow
 from x402_mcp.sandbox import RunningSandbox
 from x402_mcp.server import build_server
@@ -26,7 +28,8 @@ PRICE = 10_000  # image_generate in the sandbox: 0.01 USDC
 ARGS = {"prompt": "a small test image", "width": 256, "height": 256, "save": False}
 YES = ElicitResult(action="accept", content={"approve": True})
 
-pytestmark = pytest.mark.parametrize("protocol", [2], indirect=True)
+#: The approval does not depend on the x402 version: one upstream (v2) is enough.
+V2 = pytest.mark.parametrize("protocol", [2], indirect=True)
 
 
 async def never_called(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult:
@@ -58,6 +61,7 @@ async def answer(client: Client, responses: dict[str, ElicitResult], state: str)
     return result
 
 
+@V2
 async def test_a_replayed_2026_07_28_approval_pays_nothing(sandbox: RunningSandbox, key: str) -> None:
     settings = settings_for(sandbox, key, confirm_above="0.005")
     async with Client(build_server(settings), mode=MODERN, elicitation_callback=never_called) as client:
@@ -79,10 +83,9 @@ async def test_a_replayed_2026_07_28_approval_pays_nothing(sandbox: RunningSandb
     assert row.status == "settled" and row.amount == PRICE
 
 
+@V2
 async def test_two_replays_at_once_pay_once(sandbox: RunningSandbox, key: str) -> None:
     """The approval is used up when the call that carries it starts, not when it ends."""
-    import anyio
-
     settings = settings_for(sandbox, key, confirm_above="0.005")
     results: list[CallToolResult] = []
     async with Client(build_server(settings), mode=MODERN, elicitation_callback=never_called) as client:
@@ -99,6 +102,7 @@ async def test_two_replays_at_once_pay_once(sandbox: RunningSandbox, key: str) -
     assert sandbox.state.payment_headers_seen == 1
 
 
+@V2
 async def test_a_new_approval_for_the_same_call_still_pays(sandbox: RunningSandbox, key: str) -> None:
     """Single use is per approval, not per question: asking again and saying yes again pays again."""
     settings = settings_for(sandbox, key, confirm_above="0.005")
@@ -111,6 +115,7 @@ async def test_a_new_approval_for_the_same_call_still_pays(sandbox: RunningSandb
     assert len(ledger_rows(settings.resolved_ledger_path)) == 2
 
 
+@V2
 async def test_a_legacy_connection_asks_for_every_payment(sandbox: RunningSandbox, key: str) -> None:
     """Push elicitation: the answer lives inside one call, so the next call asks again."""
     settings = settings_for(sandbox, key, confirm_above="0.005")
@@ -131,6 +136,7 @@ async def test_a_legacy_connection_asks_for_every_payment(sandbox: RunningSandbo
     assert sandbox.state.payment_headers_seen == 1
 
 
+@V2
 async def test_a_used_approval_state_buys_nothing_on_a_legacy_connection(sandbox: RunningSandbox, key: str) -> None:
     """The state of a 2026-07-28 approval, once used, is refused on a legacy connection too."""
     settings = settings_for(sandbox, key, confirm_above="0.005")
@@ -147,3 +153,33 @@ async def test_a_used_approval_state_buys_nothing_on_a_legacy_connection(sandbox
     assert carried.is_error and "already used" in text_of(carried), text_of(carried)
     assert len(sandbox.state.settlements) == 1
     assert sandbox.state.payment_headers_seen == 1
+
+
+@V2
+async def test_an_approval_older_than_its_state_pays_nothing(
+    sandbox: RunningSandbox, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record forgets a used token once the state's lifetime is over: by then the SDK refuses the token."""
+    monkeypatch.setattr("x402_mcp.server.STATE_TTL_SECONDS", 1.0)
+    settings = settings_for(sandbox, key, confirm_above="0.005")
+    async with Client(build_server(settings), mode=MODERN, elicitation_callback=never_called) as client:
+        responses, state = await approved_rounds(client, ARGS)
+        assert not (await answer(client, responses, state)).is_error
+        await anyio.sleep(1.2)
+        with pytest.raises(MCPError, match="Invalid or expired requestState"):
+            await answer(client, responses, state)
+    assert len(sandbox.state.settlements) == 1
+    assert sandbox.state.payment_headers_seen == 1
+
+
+def test_the_record_is_bounded_and_refuses_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full means refused, never an entry forgotten before its token expires; expired entries make room."""
+    monkeypatch.setattr(approval_replay, "MAX_TRACKED", 2)
+    now = [1000.0]
+    guard = approval_replay.ApprovalReplayGuard(frozenset({"image_generate"}), ttl=60, clock=lambda: now[0])
+    assert guard.use("a") is None and guard.use("b") is None
+    assert guard.use("a") is approval_replay.USED
+    assert guard.use("c") is approval_replay.FULL
+    now[0] += 61  # a and b have expired: the SDK would refuse them now
+    assert guard.use("c") is None
+    assert guard.use("c") is approval_replay.USED

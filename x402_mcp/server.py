@@ -389,5 +389,5 @@ def build_server(
         request_state_security=RequestStateSecurity.ephemeral(ttl=STATE_TTL_SECONDS),
     )
     # Outermost, so it sees the sealed token: `middleware=` would place it inside the request-state boundary.
-    server.middleware.insert(0, ApprovalReplayGuard(frozenset(spec.name for spec in CATALOG)))
+    server.middleware.insert(0, ApprovalReplayGuard(frozenset(spec.name for spec in CATALOG), ttl=STATE_TTL_SECONDS))
     return server
