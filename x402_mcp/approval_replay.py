@@ -4,7 +4,8 @@ On 2026-07-28 connections the user's answer to a payment question comes back wit
 next `tools/call`, beside a `requestState` token the SDK sealed (AES-GCM under a key made for this
 server instance, valid STATE_TTL_SECONDS). Sending that request again would replay the approval.
 The plaintext state inside is the same for two identical calls; the sealed token is not (a fresh
-nonce each time), so the token is what gets used up.
+nonce each time), and the SDK accepts only its canonical spelling, so the token is what gets
+used up.
 
 The record is per server instance, which is complete: the key is made per instance
 (`RequestStateSecurity.ephemeral`), so no other process can mint or open these tokens. Entries are
