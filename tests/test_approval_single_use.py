@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client, MCPError
 from mcp.client.session import ClientRequestContext
+from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult, InputRequiredResult
 
-from tests.conftest import settings_for, text_of
+from tests.conftest import http_server, server_env, settings_for, text_of
 from x402_mcp import approval_replay
 from x402_mcp.payments.ledger import Ledger, PaymentRow
 from x402_mcp.sandbox import RunningSandbox
@@ -81,6 +83,27 @@ async def test_a_replayed_2026_07_28_approval_pays_nothing(sandbox: RunningSandb
     assert sandbox.state.payment_headers_seen == 1
     (row,) = ledger_rows(settings.resolved_ledger_path)
     assert row.status == "settled" and row.amount == PRICE
+
+
+@V2
+async def test_a_replayed_approval_pays_nothing_over_streamable_http(sandbox: RunningSandbox, key: str) -> None:
+    """The shipped server (`python -m x402_mcp --transport http`), as a client on the network would replay."""
+    token = "test-token-approval-replay"
+    env = server_env(sandbox, key, X402_HTTP_TOKEN=token, X402_CONFIRM_ABOVE="0.005")
+    with http_server("http", env) as base:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+            Client(
+                streamable_http_client(f"{base}/mcp", http_client=http), mode=MODERN, elicitation_callback=never_called
+            ) as client,
+        ):
+            responses, state = await approved_rounds(client, ARGS)
+            paid = await answer(client, responses, state)
+            replay = await answer(client, responses, state)
+    assert not paid.is_error, text_of(paid)
+    assert replay.is_error and "already used" in text_of(replay), text_of(replay)
+    assert len(sandbox.state.settlements) == 1
+    assert sandbox.state.payment_headers_seen == 1
 
 
 @V2
