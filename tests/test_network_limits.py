@@ -303,6 +303,57 @@ async def test_a_public_host_is_pinned_to_the_address_that_was_checked() -> None
     assert request.extensions["sni_hostname"] == "cdn.example"
 
 
+async def test_each_redirect_hop_of_a_public_host_is_resolved_checked_and_pinned_again() -> None:
+    """A relative redirect resolves against the URL as given (never the pinned address), and every
+    hop is looked up and checked: a hop to a name that points inside is refused. Nothing is sent."""
+    seen: list[httpx.Request] = []
+    lookups: list[str] = []
+    table = {"cdn.example": ["93.184.216.34"], "img.example": ["93.184.216.35"], "internal.example": ["10.1.2.3"]}
+
+    async def resolver(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return table[host]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        redirects = {"/a": "/b", "/b": "https://img.example/c", "/inside": "https://internal.example/d"}
+        if request.url.path in redirects:
+            return httpx.Response(302, headers={"Location": redirects[request.url.path]})
+        return httpx.Response(200, stream=Streamed(PNG), headers={"Content-Type": "image/png"})
+
+    settings = settings_with("https://x402.example")
+    async with net.public_client(settings, resolve=resolver, transport=httpx.MockTransport(handler)) as client:
+        image = await load_image("https://cdn.example/a", "image", roots=[], http=client, max_bytes=1 << 20)
+        assert image.data == PNG and lookups == ["cdn.example", "cdn.example", "img.example"]
+        assert [(r.url.host, r.url.path, r.headers["host"], r.extensions["sni_hostname"]) for r in seen] == [
+            ("93.184.216.34", "/a", "cdn.example", "cdn.example"),
+            ("93.184.216.34", "/b", "cdn.example", "cdn.example"),
+            ("93.184.216.35", "/c", "img.example", "img.example"),
+        ]
+        seen.clear()
+        with pytest.raises(InputError, match=r"internal\.example is not a public address"):
+            await load_image("https://cdn.example/inside", "image", roots=[], http=client, max_bytes=1 << 20)
+    assert [r.url.path for r in seen] == ["/inside"]
+
+
+async def test_a_host_whose_first_address_does_not_connect_is_tried_at_the_next_checked_one() -> None:
+    tried: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["2606:4700::1", "93.184.216.34"]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tried.append(request.url.host)
+        if request.url.host == "2606:4700::1":
+            raise httpx.ConnectError("no route", request=request)
+        return httpx.Response(200, stream=Streamed(PNG), headers={"Content-Type": "image/png"})
+
+    settings = settings_with("https://x402.example")
+    async with net.public_client(settings, resolve=resolver, transport=httpx.MockTransport(handler)) as client:
+        assert await fetch_image("https://cdn.example/out.png", client, max_bytes=1 << 20, read_timeout=5) == PNG
+    assert tried == ["2606:4700::1", "93.184.216.34"]
+
+
 # --- 2. through every tool that fetches ------------------------------------------------------------
 
 

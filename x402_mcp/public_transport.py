@@ -40,10 +40,27 @@ class PublicTransport(httpx.AsyncBaseTransport):
         if url.scheme != "https":
             # Plain http could be read or changed on the way; only the configured sandbox may use it.
             raise AddressRefused(url.host, "is not an https URL")
-        request.url = url.copy_with(host=addresses[0])
-        # The Host header was set from the original URL; the certificate is checked against the name.
-        request.extensions = {**request.extensions, "sni_hostname": host}
-        return await self._inner.handle_async_request(request)
+        failure: httpx.ConnectError | None = None
+        for address in addresses:  # in the resolver's order, as a plain connection would try them
+            try:
+                return await self._inner.handle_async_request(self._pinned(request, address, host))
+            except httpx.ConnectError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    @staticmethod
+    def _pinned(request: httpx.Request, address: str, host: str) -> httpx.Request:
+        """A copy sent to `address`, keeping the Host header (set from the original URL) and checking
+        the certificate against the name. The original is left as it is: httpx resolves a relative
+        redirect against it, and the agent sees its URL, never the address."""
+        return httpx.Request(
+            request.method,
+            request.url.copy_with(host=address),
+            headers=request.headers,
+            stream=request.stream,
+            extensions={**request.extensions, "sni_hostname": host},
+        )
 
     async def aclose(self) -> None:
         await self._inner.aclose()
