@@ -577,7 +577,12 @@ async def test_a_declared_length_over_the_cap_is_refused_before_reading() -> Non
 async def test_send_returns_a_complete_answer_decoded_once() -> None:
     body = b'{"image_url": "https://cdn.example/a.png", "pad": "' + b"x" * 200_000 + b'"}'
 
+    offered: list[str | None] = []
+
     def gzipped(handler: BaseHTTPRequestHandler, _: Loopback) -> None:
+        offered.append(handler.headers.get("Accept-Encoding"))
+        if handler.path == "/brotli":
+            return answer(handler, 200, b"\x0b\x02\x80{}\x03", Content_Encoding="br")
         squeeze = zlib.compressobj(6, zlib.DEFLATED, 31)
         packed = squeeze.compress(body) + squeeze.flush()
         answer(handler, 201, packed, Content_Type="application/json", Content_Encoding="gzip", X_Receipt="r1")
@@ -587,6 +592,10 @@ async def test_send_returns_a_complete_answer_decoded_once() -> None:
             response = await net.send(client, "POST", server.origin, json={"a": 1})
             with pytest.raises(net.BodyTooLarge):
                 await net.send(client, "POST", server.origin, max_bytes=len(body) - 1)
+            # Only what can be inflated step by step is offered; anything else is an httpx error.
+            with pytest.raises(httpx.DecodingError):
+                await net.send(client, "GET", f"{server.origin}/brotli")
+    assert offered == ["gzip", "gzip", "gzip"]
     assert response.status_code == 201 and response.content == body
     assert response.json()["image_url"] == "https://cdn.example/a.png"
     assert response.headers["x-receipt"] == "r1" and "content-encoding" not in response.headers

@@ -137,6 +137,8 @@ async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+#: The encodings peers may use: the ones `read_capped` inflates step by step.
+ACCEPT_ENCODING = "gzip"
 # Headers that describe the body as it was on the wire; the rebuilt answer holds it decoded.
 _WIRE_HEADERS = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
@@ -150,7 +152,11 @@ async def send(
     """
     import httpx
 
-    async with client.stream(method, url, **kwargs) as streamed:
+    asked = httpx.Headers(kwargs.pop("headers", None))
+    # Only what `read_capped` can inflate in bounded steps: httpx would also offer br/zstd when
+    # those packages happen to be installed, and a paid answer must never arrive undecodable.
+    asked.setdefault("Accept-Encoding", ACCEPT_ENCODING)
+    async with client.stream(method, url, headers=asked, **kwargs) as streamed:
         body = await read_capped(streamed, max_bytes)
     headers = [(name, value) for name, value in streamed.headers.raw if name.lower() not in _WIRE_HEADERS]
     # The stream's other extensions (its network stream) are closed by now.
@@ -220,7 +226,7 @@ def public_client(
     return httpx.AsyncClient(
         transport=guarded,
         timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-        headers={"User-Agent": f"x402-image-mcp/{__version__}"},
+        headers={"User-Agent": f"x402-image-mcp/{__version__}", "Accept-Encoding": ACCEPT_ENCODING},
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
         # No proxies or .netrc from the environment: a proxy would connect where we did not check.
