@@ -203,6 +203,7 @@ def private_targets(secret: Loopback) -> list[str]:
         f"https://[::ffff:127.0.0.1]:{other}/photo.png",
         "https://[::ffff:10.0.0.1]/photo.png",
         "https://[64:ff9b::a00:1]/photo.png",  # NAT64 of 10.0.0.1
+        "https://[2002:a00:1::1]/photo.png",  # 6to4 of 10.0.0.1
         "https://[fe80::1]/photo.png",
         "https://100.64.0.1/photo.png",  # CGNAT
         "https://224.0.0.1/photo.png",
@@ -225,6 +226,19 @@ def assert_refused(message: str, secret: Loopback, guard: LoopbackOnly, *, allow
     assert "root:x" not in message
     assert secret.hits == []
     assert len(guard.reached) == allowed_hops and guard.escaped == []
+
+
+PUBLIC = ["93.184.216.34", "2606:4700::1", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:5db8:d822::1"]
+NOT_PUBLIC = [
+    *("127.0.0.1", "10.0.0.1", "172.16.0.1", "192.168.0.1", "169.254.169.254", "100.64.0.1", "0.0.0.0"),
+    *("224.0.0.1", "240.0.0.1", "255.255.255.255", "192.0.2.1", "198.18.0.1", "::1", "::", "fc00::1"),
+    *("fe80::1%eth0", "ff02::1", "::ffff:10.0.0.1", "64:ff9b::a00:1", "2002:a00:1::1", "not-an-ip"),
+]
+
+
+@pytest.mark.parametrize("address", PUBLIC + NOT_PUBLIC)
+def test_which_addresses_are_public(address: str) -> None:
+    assert net.is_public_address(address) is (address in PUBLIC)
 
 
 # --- 1. every hop is checked ----------------------------------------------------------------------

@@ -51,10 +51,16 @@ class AddressRefused(Exception):
 def is_public_address(address: str) -> bool:
     """True for a globally routable unicast address; False for loopback, private, link-local,
     multicast, reserved, unspecified, CGNAT (100.64/10), and IPv4 embedded in IPv6 that is any of those."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # a link-local IPv6 may carry a %zone
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # a link-local IPv6 may carry a %zone
+    except ValueError:
+        return False
     if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address carried inside IPv6 is where the packets end up.
         if ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            ip = ip.sixtofour
         elif ip in _NAT64:
             ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     special = ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
