@@ -90,7 +90,8 @@ async def poll(
         else:
             status = str(data.get("status", "")).lower() or status
             if status in states.failed:
-                raise JobFailed(f"the job {job.job_id} failed upstream: {data.get('error') or status}")
+                reason = str(data.get("error") or status)[:300]  # the upstream's words, kept short
+                raise JobFailed(f"the job {job.job_id} failed upstream: {reason}")
             if status in states.done or "image_url" in data:
                 nested = data.get("result")
                 result: dict[str, Any] = nested if isinstance(nested, dict) else data
