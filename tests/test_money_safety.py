@@ -354,7 +354,7 @@ async def test_a_failure_receipt_is_the_upstreams_word_and_keeps_counting(
 
     text = text_of(result)
     assert result.is_error
-    assert "did not settle (insufficient_funds)" in text and "stays usable until" in text, text
+    assert "did not settle (insufficient_funds)" in text and "authorization expires at" in text, text
     assert "Money may have been spent" in text and "nothing" not in text.lower(), text
     data = result.structured_content or {}
     assert data["money_spent"] is True

@@ -403,9 +403,12 @@ async def test_unfunded_payer_is_refused_on_chain_before_rendering(chain: Chain)
 
 
 @pytest.mark.timeout(60)
-async def test_a_reverting_settlement_answers_a_failure_receipt_and_records_nothing(
+async def test_a_reverting_settlement_is_declined_counted_and_expires_only_by_the_chain(
     chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from x402_mcp.payments.chain import ChainReader
+    from x402_mcp.payments.reconcile import EXPIRY_MARGIN_SECONDS, Reconciler
+
     # Skip the pre-render check, so the unfunded payment reaches the settlement, which reverts.
     monkeypatch.setattr(OnchainSettler, "check", lambda self, payment: None)
     key = new_private_key()
@@ -415,15 +418,30 @@ async def test_a_reverting_settlement_answers_a_failure_receipt_and_records_noth
         async with Client(build_server(settings)) as client:
             result = await client.call_tool("image_generate", {"prompt": "reverts", **SMALL})
     text = text_of(result)
-    assert result.is_error
-    assert (result.structured_content or {})["money_spent"] is False, text
-    assert text.endswith("No money was spent."), text
+    assert result.is_error and "did not settle (insufficient_funds)" in text, text
+    # A failure receipt is the upstream's word: its signed authorization is still valid, so it counts.
+    assert (result.structured_content or {})["money_spent"] is True, text
+    assert "nothing" not in text.lower(), text
     assert sandbox.state.settlements == []
     assert "insufficient_funds: settlement failed" in sandbox.state.rejections
     (row,) = ledger_rows(settings.resolved_ledger_path)
-    assert row.status == "released"
+    assert row.status == "declined"
     assert not chain.authorization_used(payer, row.nonce)
     assert chain.web3.eth.block_number == 1  # the fixture's empty block: simulated, reverted, never sent
+
+    # Only the chain, once validBefore has passed, proves it unusable and gives the budget back.
+    ledger = Ledger(settings.resolved_ledger_path)
+    reader = ChainReader(chain.url, BASE_CHAIN_ID)
+    try:
+        assert ledger.spending().today == row.amount
+        await Reconciler(ledger, reader, clock=lambda: row.valid_before - 1).run()
+        assert ledger.get(row.id).status == "declined"
+        after = row.valid_before + EXPIRY_MARGIN_SECONDS + 1
+        await Reconciler(ledger, reader, clock=lambda: after).run()
+        assert ledger.get(row.id).status == "expired" and ledger.spending().today == 0
+    finally:
+        await reader.aclose()
+        ledger.close()
 
 
 @pytest.mark.timeout(60)

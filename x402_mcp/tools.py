@@ -441,7 +441,9 @@ async def deliver(
 async def _download_and_save(spec: ToolSpec, url: str, services: Services, progress: Progress) -> SavedImage:
     settings = services.settings
     await progress("downloading the image")
-    image = await fetch_image(url, services.http, max_bytes=settings.max_output_bytes, read_timeout=settings.timeout)
+    image = await fetch_image(
+        url, services.public_http, max_bytes=settings.max_output_bytes, read_timeout=settings.timeout
+    )
     await progress("saving the image")
     directory = settings.output_dir.expanduser()
     return await anyio.to_thread.run_sync(lambda: save_image(image, tool=spec.name, directory=directory))

@@ -380,8 +380,7 @@ class Payer:
         if receipt is not None and not receipt.success:
             raise PaymentDeclined(
                 f"the upstream says the signed payment of {payment.amount_usdc} USDC did not settle "
-                f"({payment.error_reason or detail}).{earlier} Its authorization stays usable until "
-                f"{payment.expires}. " + payment.counted_note(),
+                f"({payment.error_reason or detail}).{earlier} " + payment.counted_note(),
                 payment=payment,
                 status=status,
             )
