@@ -40,6 +40,8 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     # points it at the sandbox: nothing reaches the internet.
     monkeypatch.setenv("X402_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("X402_RPC_URL", CLOSED_RPC)
+    # Nor the developer's user-level settings file (~/.config/x402-image-mcp/.env).
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
 
 
 @pytest.fixture(params=[1, 2], ids=["x402v1", "x402v2"])
@@ -76,6 +78,7 @@ def server_env(sandbox: RunningSandbox, key: str | None, **extra: str) -> dict[s
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", "/tmp"),
+        "XDG_CONFIG_HOME": os.environ["XDG_CONFIG_HOME"],
         "X402_BASE_URL": sandbox.base_url,
         "X402_NETWORK": sandbox.config.network,
         "X402_LOG_LEVEL": "INFO",

@@ -7,7 +7,8 @@ Each tests/corpus/challenges/*.json file is one 402 answer:
 (a) the pure parser: `parse_challenge` + `choose_requirement` (wallet on base, cap 0.10 USDC) raise
     ChallengeError or PaymentRefused saying `expect`;
 (b) end to end: the sandbox serves the case verbatim and the `image_generate` tool, called through
-    a real in-process MCP client, fails saying "No money was spent." with no payment header sent.
+    a real in-process MCP client, fails saying "Nothing was paid: no signed payment left this server."
+    with no payment header sent.
 """
 
 from __future__ import annotations
@@ -93,8 +94,8 @@ async def test_the_tool_refuses_every_case_without_paying(key: str) -> None:
                 problems = []
                 if not result.is_error:
                     problems.append("the call succeeded")
-                if "No money was spent." not in text:
-                    problems.append("it does not say 'No money was spent.'")
+                if "Nothing was paid: no signed payment left this server." not in text:
+                    problems.append("it does not say 'Nothing was paid: no signed payment left this server.'")
                 if case.expect not in text:
                     problems.append(f"it does not say {case.expect!r}")
                 if sandbox.state.requests_seen != before + 1:

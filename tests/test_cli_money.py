@@ -29,7 +29,7 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def plain_env(**extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name in ("PATH", "HOME")}
+    env = {name: value for name, value in os.environ.items() if name in ("PATH", "HOME", "XDG_CONFIG_HOME")}
     env.update({name: value for name, value in os.environ.items() if name.startswith("X402_")})
     env.update(extra)
     return env

@@ -15,7 +15,11 @@ from tests.conftest import SERVER_COMMAND
 def test_demo_pays_for_three_images_and_saves_them(version: str, tmp_path: Path) -> None:
     run = subprocess.run(
         [*SERVER_COMMAND, "demo", "--protocol", version, "--output-dir", str(tmp_path / "out")],
-        env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")},
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "XDG_CONFIG_HOME": os.environ["XDG_CONFIG_HOME"],  # the test's own, never the developer's
+        },
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -12,8 +12,9 @@ Each tests/corpus/inputs/*.json file is one tool call:
    "xfail"?: "<why our code does not refuse it properly yet>"}
 
 refusal "input": our own check refused it (`invalid input for <tool>: ...`), and the text ends with
-"No money was spent."; refusal "schema": the MCP SDK's argument validation refused it with a pydantic
-"validation error" before our code ran (that text says nothing about money, and nothing was asked).
+"Nothing was paid: no signed payment left this server."; refusal "schema": the MCP SDK's argument
+validation refused it with a pydantic "validation error" before our code ran (that text says nothing
+about money, and nothing was asked).
 
 File kinds (paths are relative to the test's working directory, which is an allowed root; "../outside/"
 is a sibling folder that is no root; files under "../www/" are served by a loopback HTTP server at {www}):
@@ -252,7 +253,7 @@ async def test_the_tool_refuses_before_asking_the_upstream(
         prefix = f"invalid input for {case.tool}: "
         assert text.startswith(prefix), f"{case.name}: not our input refusal: {text[:500]!r}"
         assert names_field(text.removeprefix(prefix), case.field), f"{case.name}: {case.field!r} not named"
-        assert text.endswith("No money was spent."), f"{case.name}: {text[-200:]!r}"
+        assert text.endswith("Nothing was paid: no signed payment left this server."), f"{case.name}: {text[-200:]!r}"
         assert result.structured_content is not None and result.structured_content["money_spent"] is False
     else:
         assert "validation error" in text, f"{case.name}: not a schema refusal: {text[:500]!r}"

@@ -204,7 +204,13 @@ def test_an_older_ledger_is_moved_to_the_state_machine_once_and_counted(tmp_path
     old.commit()
     old.close()
     reopened = Ledger(path, clock=lambda: 1_795_262_400.0)  # 2026-11-21 UTC
-    assert [row.status for row in reversed(reopened.recent())] == ["settled", "unknown", "declined", "expired", "signed"]
+    assert [row.status for row in reversed(reopened.recent())] == [
+        "settled",
+        "unknown",
+        "declined",
+        "expired",
+        "signed",
+    ]
     assert reopened.spending() == Spending(today=28_000, total=38_000)
     assert kept_by_day(reopened) == summed_by_day(reopened) == {"2026-11-20": 10_000, "2026-11-21": 28_000}
     indexes = {row[0] for row in reopened._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}

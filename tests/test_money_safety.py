@@ -30,7 +30,7 @@ from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
 
-from tests.conftest import CLOSED_RPC, SERVER_COMMAND, server_env, settings_for
+from tests.conftest import SERVER_COMMAND, server_env, settings_for
 from x402_mcp.catalog import CATALOG
 from x402_mcp.config import Settings
 from x402_mcp.payments.assets import USDC
@@ -868,7 +868,8 @@ async def test_an_extra_argument_does_not_raise_the_cap(
         assert name in text_of(result)
     assert "Extra inputs are not permitted" in text_of(result)
     # Without them the configured cap decides.
-    assert plain.is_error and text_of(plain).endswith("Nothing was paid: no signed payment left this server."), text_of(plain)
+    unpaid = "Nothing was paid: no signed payment left this server."
+    assert plain.is_error and text_of(plain).endswith(unpaid), text_of(plain)
     assert "above X402_MAX_PER_CALL of 0.005 USDC" in text_of(plain)
     assert (quote.structured_content or {})["allowed"] is False
     assert sent == []

@@ -349,7 +349,7 @@ def test_deep_json_is_refused_before_parsing() -> None:
 
 @pytest.mark.parametrize("network", ["base", "base-sepolia"])
 def test_wallet_signatures_are_byte_identical_to_eth_accounts(network: str) -> None:
-    """The wallet signs the digest with a cached libsecp256k1 key; eth-account must agree exactly."""
+    """The wallet's 0x-hex signature is eth-account's, byte for byte (r, s, then v as 27/28)."""
     from eth_account import Account
 
     chain = NETWORKS[network]  # type: ignore[index]
@@ -372,7 +372,7 @@ def test_wallet_signatures_are_byte_identical_to_eth_accounts(network: str) -> N
 
 
 def test_domains_alternating_in_one_process_each_sign_under_their_own() -> None:
-    """The domain separator is kept per domain: a payment on one chain never signs under another's."""
+    """One wallet alternating between chains signs each payment under its own chain's domain."""
     from eth_account import Account
 
     key = new_private_key()

@@ -480,9 +480,9 @@ async def test_the_private_key_appears_in_no_output_log_or_file(
             )
             assert not paid.is_error, text_of(paid)
             over_cap = await client.call_tool("remove_bg", {"image": f"{sandbox.base_url}/files/none.png"})
-            assert over_cap.is_error and "No money was spent." in text_of(over_cap)
+            assert over_cap.is_error and "Nothing was paid: no signed payment left this server." in text_of(over_cap)
             bad_input = await client.call_tool("image_edit", {"image": "/etc/passwd", "prompt": "x"})
-            assert bad_input.is_error and "No money was spent." in text_of(bad_input)
+            assert bad_input.is_error and "Nothing was paid: no signed payment left this server." in text_of(bad_input)
             schema = await client.call_tool("image_generate", {"prompt": 5})
             assert schema.is_error
             wallet = await client.call_tool("wallet_status", {})
@@ -551,7 +551,7 @@ async def test_a_deeply_nested_402_body_is_refused_without_crashing_the_server(
                 raise
     assert len(sandbox.state.settlements) == 1  # the first call paid; nothing else did
     assert hostile is not None, "the server process died on the hostile 402 (connection closed)"
-    assert hostile.is_error and "No money was spent." in text_of(hostile)
+    assert hostile.is_error and "Nothing was paid: no signed payment left this server." in text_of(hostile)
     assert alive_after
 
 
@@ -563,6 +563,6 @@ async def test_a_pay_to_with_a_trailing_newline_is_refused_before_signing(sandbo
         result = await client.call_tool("image_generate", {"prompt": "a cat"})
     text = text_of(result)
     assert sandbox.state.payment_headers_seen == 0
-    assert result.is_error and "payTo" in text and "No money was spent." in text, text
+    assert result.is_error and "payTo" in text and "Nothing was paid: no signed payment left this server." in text, text
     with sqlite3.connect(settings.resolved_ledger_path) as db:
         assert db.execute("SELECT COUNT(*) FROM payments").fetchone()[0] == 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -88,14 +88,19 @@ async def test_generate_pays_once_and_returns_image_metadata_and_receipt(
     assert [value for value, _, _ in progress] == [1, 2, 3, 4, 5, 6]
 
 
-async def test_edit_and_inpaint_pay_their_own_price(
-    sandbox: RunningSandbox, key: str, payer: str, static_files: tuple[Path, str]
-) -> None:
-    root, base = static_files
-    (root / "photo.png").write_bytes(png_bytes(256, 256))
-    (root / "mask.png").write_bytes(mask_bytes(256, 256, (64, 64, 127, 127)))
+def on_sandbox(sandbox: RunningSandbox, data: bytes) -> str:
+    """A URL input on the sandbox's own origin (its uploads): inputs are fetched only from public
+    hosts or the configured sandbox's exact origin, never from another loopback port."""
+    url = f"{sandbox.base_url}/uploads/{hashlib.sha256(data).hexdigest()}.png"
+    assert httpx.put(url, content=data, timeout=10, trust_env=False).status_code == 201
+    return url
 
-    edited = await call(sandbox, key, "image_edit", {"image": f"{base}/photo.png", "prompt": "make it warmer"})
+
+async def test_edit_and_inpaint_pay_their_own_price(sandbox: RunningSandbox, key: str, payer: str) -> None:
+    photo = on_sandbox(sandbox, png_bytes(256, 256))
+    mask = on_sandbox(sandbox, mask_bytes(256, 256, (64, 64, 127, 127)))
+
+    edited = await call(sandbox, key, "image_edit", {"image": photo, "prompt": "make it warmer"})
     data = assert_paid_once(sandbox, payer, PRICES["image_edit"], edited)
     assert data["prompt"] == "make it warmer"
     assert fetch_png(data["image_url"]).size == (256, 256)
@@ -105,7 +110,7 @@ async def test_edit_and_inpaint_pay_their_own_price(
         sandbox,
         key,
         "image_inpaint",
-        {"image": f"{base}/photo.png", "mask": f"{base}/mask.png", "prompt": "a yellow square"},
+        {"image": photo, "mask": mask, "prompt": "a yellow square"},
     )
     assert not inpainted.is_error, text_of(inpainted)
     (settlement,) = sandbox.state.settlements
@@ -115,10 +120,9 @@ async def test_edit_and_inpaint_pay_their_own_price(
     assert image.getpixel((100, 100)) != (40, 90, 160)  # inside: repainted
 
 
-async def test_only_upstream_fields_are_sent(sandbox: RunningSandbox, key: str, static_files: tuple[Path, str]) -> None:
-    root, base = static_files
-    (root / "a.png").write_bytes(png_bytes(256, 256))
-    (root / "m.png").write_bytes(mask_bytes(256, 256, (0, 0, 99, 99)))
+async def test_only_upstream_fields_are_sent(sandbox: RunningSandbox, key: str) -> None:
+    photo = on_sandbox(sandbox, png_bytes(256, 256))
+    mask = on_sandbox(sandbox, mask_bytes(256, 256, (0, 0, 99, 99)))
     seen: list[dict[str, Any]] = []
 
     async def record(request: httpx.Request) -> None:
@@ -128,14 +132,10 @@ async def test_only_upstream_fields_are_sent(sandbox: RunningSandbox, key: str, 
     async with httpx.AsyncClient(event_hooks={"request": [record]}) as http:
         server = build_server(settings_for(sandbox, key), http=http)
         async with Client(server) as client:
-            result = await client.call_tool(
-                "image_inpaint", {"image": f"{base}/a.png", "mask": f"{base}/m.png", "prompt": "p"}
-            )
+            result = await client.call_tool("image_inpaint", {"image": photo, "mask": mask, "prompt": "p"})
     assert not result.is_error
     # Local fields (save, mask_convention, allow_full_mask) never leave; a fine mask URL passes as it is.
-    assert seen and all(
-        body == {"image_url": f"{base}/a.png", "mask_url": f"{base}/m.png", "prompt": "p"} for body in seen
-    )
+    assert seen and all(body == {"image_url": photo, "mask_url": mask, "prompt": "p"} for body in seen)
 
 
 @pytest.mark.parametrize(
@@ -183,7 +183,7 @@ async def test_refused_challenges_never_sign(
     result = await call(sandbox, key, "image_generate", {"prompt": "a cat", "width": 256, "height": 256})
     assert result.is_error
     text = text_of(result)
-    assert fragment in text and "No money was spent." in text
+    assert fragment in text and "Nothing was paid: no signed payment left this server." in text
     assert result.structured_content["money_spent"] is False
     assert sandbox.state.payment_headers_seen == 0
     assert sandbox.state.settlements == []
@@ -203,7 +203,7 @@ async def test_unparseable_challenges_never_sign(
 ) -> None:
     sandbox.state.config.raw_challenge = (headers, body)
     result = await call(sandbox, key, "image_generate", {"prompt": "a cat"})
-    assert result.is_error and "No money was spent." in text_of(result)
+    assert result.is_error and "Nothing was paid: no signed payment left this server." in text_of(result)
     assert sandbox.state.payment_headers_seen == 0
 
 
@@ -219,11 +219,15 @@ async def test_no_wallet_means_no_payment_and_says_how_to_fix_it(sandbox: Runnin
     assert sandbox.state.payment_headers_seen == 0
 
 
-async def test_upstream_refusal_of_the_payment_is_reported_as_unpaid(sandbox: RunningSandbox, key: str) -> None:
+async def test_an_upstream_failure_receipt_is_reported_as_its_word_not_as_unpaid(
+    sandbox: RunningSandbox, key: str
+) -> None:
     sandbox.state.config.faults = {"failure_receipt"}
     result = await call(sandbox, key, "image_generate", {"prompt": "a cat"})
+    text = text_of(result)
     assert result.is_error
-    assert "refused the payment" in text_of(result) and "No money was spent." in text_of(result)
+    assert "the upstream says the signed payment of 0.01 USDC did not settle" in text, text
+    assert "Money may have been spent" in text and "Nothing was paid" not in text, text
     assert sandbox.state.settlements == []
 
 

@@ -114,9 +114,13 @@ def run_demo(*, protocol: int = 1, network: str = "base-sepolia", output_dir: Pa
         _out(f"Images are saved in {output}")
         _out()
         with tempfile.TemporaryDirectory(prefix="x402-demo-") as workdir:
-            # Its own ledger and an empty working directory: the demo never touches the user's ledger,
-            # and a user's .env cannot redirect it anywhere real.
+            # Its own ledger, an empty working directory and an empty settings file in place of the
+            # user's (~/.config/x402-image-mcp/.env): the demo never touches the user's ledger or
+            # wallet, and nothing of the user's can redirect it anywhere real.
+            no_user_settings = Path(workdir) / "demo.env"
+            no_user_settings.touch()
             env = {
+                "X402_ENV_FILE": str(no_user_settings),
                 "X402_BASE_URL": sandbox.base_url,
                 "X402_PRIVATE_KEY": key,
                 "X402_NETWORK": network,

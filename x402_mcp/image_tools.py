@@ -39,7 +39,7 @@ async def image_mask(services: Services, spec: MaskSpec, image: str | None, root
                 image,
                 "image",
                 roots=[*services.settings.input_root_paths, *roots],
-                http=services.http,
+                http=services.public_http,
                 max_bytes=services.settings.max_input_bytes,
             )
             size = (source.info.width, source.info.height)
@@ -101,7 +101,9 @@ async def image_job_status(services: Services, job_id: str, progress: Progress) 
     if job.status == "succeeded" and job.result is not None:
         return await deliver(spec, job.result, receipt, services, progress, save=job.save, job_id=job.job_id)
     if job.status == "failed":
-        return error_result(f"the job {job_id} failed upstream. It was paid when it was created.", money_spent=True)
+        return error_result(
+            f"the job {job_id} failed upstream. It was paid when it was created.", money_spent=True, receipt=receipt
+        )
     return await wait_for_job(
         spec, jobs.JobHandle(job.job_id, job.status_url), receipt, services, progress, save=job.save
     )

@@ -365,6 +365,7 @@ def build_server(
                 stack.push_async_callback(client.aclose)
             services = Services(settings, client, ledger)
             stack.push_async_callback(services.chain.aclose)
+            stack.push_async_callback(services.aclose_public_http)
             if ledger is None:
                 stack.callback(services.ledger.close)
             background = await stack.enter_async_context(anyio.create_task_group())

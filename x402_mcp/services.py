@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 
 NO_WALLET = (
     "no wallet is configured, so nothing was paid: set X402_PRIVATE_KEY (or X402_KEY_FILE, or "
-    "X402_KEYSTORE with X402_KEYSTORE_PASSWORD) in the MCP server's env or a .env file, for a wallet "
-    "holding USDC on {network}. `x402-image-mcp wallet new` makes one."
+    "X402_KEYSTORE with X402_KEYSTORE_PASSWORD) in the MCP server's env or in the user-level settings "
+    "file (X402_ENV_FILE, default ~/.config/x402-image-mcp/.env; a project's .env is not read), for a "
+    "wallet holding USDC on {network}. `x402-image-mcp wallet new` makes one."
 )
 
 
@@ -46,9 +47,11 @@ class Services:
         settings: Settings,
         http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
         ledger: Ledger | None = None,
+        public_http: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = settings
         self._http = http
+        self._public_http = public_http
         self.ledger = ledger if ledger is not None else Ledger(settings.resolved_ledger_path)
         self.chain = ChainReader(settings.resolved_rpc_url, settings.chain.chain_id)
         self.reconciler = Reconciler(self.ledger, self.chain)
@@ -59,6 +62,20 @@ class Services:
     def http(self) -> httpx.AsyncClient:
         """The shared HTTP client (created on first use when given as a factory)."""
         return self._http() if callable(self._http) else self._http  # a client itself is not callable
+
+    @property
+    def public_http(self) -> httpx.AsyncClient:
+        """The client for URLs from tool arguments and upstream answers: public addresses only
+        (x402_mcp/net.py), made on first use."""
+        if self._public_http is None:
+            from x402_mcp.net import public_client
+
+            self._public_http = public_client(self.settings)
+        return self._public_http
+
+    async def aclose_public_http(self) -> None:
+        if self._public_http is not None:
+            await self._public_http.aclose()
 
     def wallet(self) -> Wallet:
         """The paying wallet, loaded on first use (a keystore takes a second to decrypt)."""
@@ -88,4 +105,5 @@ class Services:
     async def aclose(self) -> None:
         """For owners that made these services themselves (the CLI)."""
         await self.chain.aclose()
+        await self.aclose_public_http()
         self.ledger.close()

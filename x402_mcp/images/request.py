@@ -63,16 +63,18 @@ async def resolve_inputs(
     source: ImageBytes | None = None
     if not is_http_url(source_ref) or has_mask:
         # Bytes are needed for local inputs, and for a URL whose size the mask must match.
-        source = await load_image(source_ref, "image", roots=roots, http=services.http, max_bytes=limit)
+        source = await load_image(source_ref, "image", roots=roots, http=services.public_http, max_bytes=limit)
     if is_http_url(source_ref):
         images["image"] = source_ref
     else:
         assert source is not None
-        images["image"] = await deliver(source, "image", data_uri_ok=data_uri_ok, uploader=uploader, http=services.http)
+        images["image"] = await deliver(
+            source, "image", data_uri_ok=data_uri_ok, uploader=uploader, http=services.public_http
+        )
 
     if isinstance(arguments, ImageInpaintInput):
         assert source is not None
-        mask = await load_image(arguments.mask, "mask", roots=roots, http=services.http, max_bytes=limit)
+        mask = await load_image(arguments.mask, "mask", roots=roots, http=services.public_http, max_bytes=limit)
         try:
             prepared = await anyio.to_thread.run_sync(
                 lambda: prepare_mask(
@@ -94,7 +96,7 @@ async def resolve_inputs(
         else:
             converted = ImageBytes(prepared.png, _png_info(prepared.size), "data")
             images["mask"] = await deliver(
-                converted, "mask", data_uri_ok=data_uri_ok, uploader=uploader, http=services.http
+                converted, "mask", data_uri_ok=data_uri_ok, uploader=uploader, http=services.public_http
             )
 
     parent = _parent(services.ledger, source_ref, source)
