@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ def policy() -> Any:
     return Policy(max_per_call=100_000, daily_budget=10**15, total_budget=None, confirm_above=100_000)
 
 
-def _http(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+def http_client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
     # As the server builds its client (services/server.py): explicit timeouts, no redirects.
     return httpx.AsyncClient(
         transport=transport,
@@ -60,7 +60,7 @@ async def make_ours(
     from x402_mcp.payments.payer import Limit, Payer
     from x402_mcp.payments.signer import Wallet
 
-    http = _http(transport)
+    http = http_client(transport)
     ledger = Ledger(ledger_dir / "ledger.sqlite3")
     wallet = Wallet(BENCH_KEY)
     payer = Payer(http, lambda: wallet, NETWORKS["base"], ledger, policy())
@@ -92,7 +92,7 @@ def dummy_payment_header(status_402: httpx.Response) -> tuple[str, str]:
 
 
 async def make_floor(url: str, transport: httpx.AsyncBaseTransport | None = None) -> tuple[Call, Close]:
-    http = _http(transport)
+    http = http_client(transport)
     first = await http.post(url, json=BODY)
     if first.status_code != 402:
         raise RuntimeError(f"floor: expected a 402, got {first.status_code}")
@@ -120,7 +120,7 @@ async def make_rules_floor(
     from x402_mcp.payments.assets import NETWORKS
     from x402_mcp.payments.signer import Wallet
 
-    http = _http(transport)
+    http = http_client(transport)
     wallet = Wallet(BENCH_KEY)
     db = sqlite3.connect(ledger_dir / "rules-floor.sqlite3", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -180,7 +180,7 @@ async def make_official(url: str, transport: httpx.AsyncBaseTransport | None = N
 
 async def make_unpaid(url: str, transport: httpx.AsyncBaseTransport | None = None) -> tuple[Call, Close]:
     """One unpaid POST answered 402: a single round trip, for comparing upstream runners."""
-    http = _http(transport)
+    http = http_client(transport)
 
     async def call() -> None:
         answer = await http.post(url, json=BODY)
@@ -223,8 +223,8 @@ def replay_transport(protocol_version: int) -> httpx.MockTransport:
 
     config = SandboxConfig(protocol=protocol_version)  # type: ignore[arg-type]
     challenge = challenge_response(config, ROUTE, MOCK_URL)
-    challenge_headers = [(k.decode(), v.decode()) for k, v in challenge.raw_headers if k != b"content-length"]
     challenge_body = bytes(challenge.body)
+    challenge_headers = [(k.decode(), v.decode()) for k, v in challenge.raw_headers]
     paid_body = json.dumps(
         {
             "image_url": "http://127.0.0.1:1/files/" + "0" * 32 + ".png",
@@ -234,14 +234,34 @@ def replay_transport(protocol_version: int) -> httpx.MockTransport:
         }
     ).encode()
     receipt_value = b64_json(receipt(config, success=True, transaction="0x" + "ab" * 32, payer="0x" + "00" * 20))
-    paid_headers = [("content-type", "application/json"), (receipt_header_name(protocol_version), receipt_value)]
+    paid_headers = [
+        ("content-type", "application/json"),
+        ("content-length", str(len(paid_body))),
+        (receipt_header_name(protocol_version), receipt_value),
+    ]
 
     def handler(request: httpx.Request) -> httpx.Response:
         if "x-payment" in request.headers or "payment-signature" in request.headers:
-            return httpx.Response(200, headers=paid_headers, content=paid_body)
-        return httpx.Response(402, headers=challenge_headers, content=challenge_body)
+            return httpx.Response(200, headers=paid_headers, stream=WireBody(paid_body))
+        return httpx.Response(402, headers=challenge_headers, stream=WireBody(challenge_body))
 
     return httpx.MockTransport(handler)
+
+
+class WireBody(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A body handed over as a network transport hands it: streamed, not already read.
+
+    `content=` would give the response a preloaded body, which `x402_mcp.net.send` (it reads the
+    raw stream, capped) cannot read again."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield self._data
 
 
 def ecc_backend() -> str:

@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.trees import package_dir
+
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "bench" / "profiles"
 
@@ -65,12 +67,15 @@ class Stat:
         return {"median": self.median, "low": self.low, "high": self.high, "n": self.n, "spread": self.spread_kind}
 
 
-def worker_env(*, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """A small environment for worker processes: the repo on sys.path, nothing from X402_*."""
+def worker_env(*, tree: Path | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A small environment for worker processes: the repo on sys.path, nothing from X402_*.
+
+    With `tree`, `x402_mcp` comes from that checkout instead (see bench/trees.py)."""
+    path = [str(REPO)] if tree is None else [str(package_dir(tree)), str(REPO)]
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": os.pathsep.join(path),
         "PYTHONDONTWRITEBYTECODE": "1",
         "X402_RPC_URL": CLOSED_RPC,
     }
@@ -79,12 +84,16 @@ def worker_env(*, extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_worker(module: str, args: Sequence[str], *, timeout: float = 300.0) -> Any:
-    """Run `python -m module args` in a fresh process; its last stdout line is the JSON result."""
+def run_worker(module: str, args: Sequence[str], *, tree: Path | None = None, timeout: float = 300.0) -> Any:
+    """Run `python -m module args` in a fresh process; its last stdout line is the JSON result.
+
+    With `tree`, the worker imports `x402_mcp` from that checkout. It then runs in the link
+    directory: `python -m` puts the working directory first on sys.path, and here it would
+    bring this repository's `x402_mcp` back."""
     completed = subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=REPO,
-        env=worker_env(),
+        cwd=REPO if tree is None else package_dir(tree),
+        env=worker_env(tree=tree),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -5,8 +5,8 @@
 Every variant talks to an `httpx.MockTransport` that replays the sandbox's 402 and then a 200
 with a receipt, so nothing waits on a network: `time.process_time()` around one call is the
 client's CPU for it (ledger fsyncs included, as system time). `--split` also times the pieces of
-our call on their own: signing, ledger transactions, protocol parse/encode, and httpx. Prints
-one JSON line.
+our call on their own: signing, the ledger's read and writes, protocol parse/encode. Prints
+one JSON line, with where `x402_mcp` was imported from (a `--baseline` tree, see bench/trees.py).
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench.clients import BODY, MOCK_URL, PRICE, ecc_backend, make, policy, replay_transport
+import httpx
+
+from bench.clients import BODY, MOCK_URL, PRICE, ecc_backend, http_client, make, policy, replay_transport
 from bench.common import BENCH_KEY, median
+from bench.trees import imported_package
 
 
 def _per_call(fn: Callable[[], Any], n: int) -> tuple[float, float]:
@@ -76,12 +79,11 @@ async def measure_calls(variants: list[str], calls: int, trials: int, warmup: in
 def split(n: int, protocol_version: int) -> dict[str, Any]:
     """Our call's pieces, each timed alone on the same inputs as a real call."""
     import httpx
-    from eth_account.messages import _hash_eip191_message, encode_typed_data
 
-    from bench import fastsign
+    from bench.trees import record_signed
     from x402_mcp.payments import protocol
     from x402_mcp.payments.assets import NETWORKS
-    from x402_mcp.payments.ledger import Ledger, Reservation
+    from x402_mcp.payments.ledger import Ledger
     from x402_mcp.payments.payer import request_digest
     from x402_mcp.payments.policy import Spending, decide
     from x402_mcp.payments.signer import Wallet
@@ -96,11 +98,10 @@ def split(n: int, protocol_version: int) -> dict[str, Any]:
     challenge = protocol.parse_challenge(first.headers, first.content)
     chosen = protocol.choose_requirement(challenge, network=network, max_amount=50_000)
 
-    def fresh_message() -> tuple[protocol.Authorization, dict[str, Any]]:
-        auth = protocol.build_authorization(
+    def fresh_authorization() -> protocol.Authorization:
+        return protocol.build_authorization(
             chosen, payer=wallet.address, now=int(time.time()), nonce=secrets.token_bytes(32)
         )
-        return auth, protocol.typed_data(chosen, auth)
 
     def protocol_work() -> None:
         ch = protocol.parse_challenge(first.headers, first.content)
@@ -114,70 +115,100 @@ def split(n: int, protocol_version: int) -> dict[str, Any]:
         protocol.encode_payment(ch, ch_chosen, auth, "0x" + "11" * 65)
         protocol.decode_receipt(paid.headers)
 
-    messages = [fresh_message()[1] for _ in range(n)]
-    fastsign.check(BENCH_KEY, messages[0])
-    key_obj = None
-    try:
-        from eth_account import Account
-
-        key_obj = Account.from_key(BENCH_KEY)._key_obj
-    except Exception:  # pragma: no cover - eth-account internals moved
-        key_obj = None
-
-    it = iter(messages * 4)
+    messages = iter([protocol.typed_data(chosen, fresh_authorization()) for _ in range(n)])
     results: dict[str, tuple[float, float]] = {}
-    results["signing"] = _per_call(lambda: wallet.sign_typed_data(next(it)), n)
-    results["signing: EIP-712 encode+hash (eth-account)"] = _per_call(
-        lambda: _hash_eip191_message(encode_typed_data(full_message=next(it))), n
-    )
-    if key_obj is not None:
-        digest = fastsign.digest(messages[0])
-        results["signing: ECDSA (eth-keys backend)"] = _per_call(lambda: key_obj.sign_msg_hash(digest), n)
-    fast = fastsign.FastSigner(BENCH_KEY)
-    results["signing, fast path (bench/fastsign.py)"] = _per_call(lambda: fast.sign_typed_data(next(it)), n)
+    results["signing"] = _per_call(lambda: wallet.sign_typed_data(next(messages)), n)
     results["protocol parse/choose/encode/decode"] = _per_call(protocol_work, n)
 
     tmp = Path(tempfile.mkdtemp(prefix="x402-bench-ledger-"))
     ledger = Ledger(tmp / "ledger.sqlite3")
 
-    def reservation() -> Reservation:
-        auth, _ = fresh_message()
-        return Reservation(
-            tool="image_generate",
-            url=MOCK_URL,
-            request_digest=request_digest(MOCK_URL, BODY),
-            requirement=chosen.requirement.raw,
-            x402_version=challenge.x402_version,
-            amount=PRICE,
-            network=network.name,
-            asset=chosen.requirement.asset,
-            pay_to=auth.to,
-            payer=auth.from_address,
-            nonce=auth.nonce,
-            valid_before=auth.valid_before,
-        )
+    def record() -> int:
+        auth = fresh_authorization()
+        fields = {
+            "tool": "image_generate",
+            "url": MOCK_URL,
+            "request_digest": request_digest(MOCK_URL, BODY),
+            "requirement": chosen.requirement.raw,
+            "x402_version": challenge.x402_version,
+            "amount": PRICE,
+            "network": network.name,
+            "asset": chosen.requirement.asset,
+            "pay_to": auth.to,
+            "payer": auth.from_address,
+            "nonce": auth.nonce,
+            "valid_before": auth.valid_before,
+        }
+        return record_signed(ledger, fields, "0x" + "11" * 65, pol)
 
-    reservations = iter([reservation() for _ in range(3 * n + 10)])
-
-    def ledger_as_is() -> None:
+    def whole_call() -> None:
         # As the payer does it: the budget read of the quote, the signed record (one transaction,
-        # fsync'd, budget re-checked inside), then the outcome (no fsync: losing it is harmless).
-        ledger.spending(with_total=False)
-        payment_id = ledger.record_signed(next(reservations), "0x" + "11" * 65, pol)
-        ledger.mark_settled(payment_id, "0x" + "ab" * 32)
-
-    def ledger_before() -> None:
-        # What the profiles were taken on: reserve, then signed, then the outcome: 3 fsync'd commits.
+        # budgets re-checked inside), then the outcome.
         ledger.spending()
-        payment_id = ledger.reserve(next(reservations), pol)
-        ledger.mark_signed(payment_id, "0x" + "11" * 65)
-        ledger._update(payment_id, ("signed",), {"status": "settled"}, durable=True)
+        ledger.mark_settled(record(), "0x" + "ab" * 32)
 
-    results["ledger: budget read + signed record (fsync) + outcome (as is)"] = _per_call(ledger_as_is, n)
-    results["ledger: budget read + 3 fsync'd transactions (before)"] = _per_call(ledger_before, n)
+    results.update(asyncio.run(_async_pieces(n, transport, record)))
+    recorded: list[int] = []
+    results["ledger: budget read (spending)"] = _per_call(ledger.spending, n)
+    results["ledger: signed record (record_signed)"] = _per_call(lambda: recorded.append(record()), n)
+    settle = iter(recorded)
+    results["ledger: outcome (mark_settled)"] = _per_call(
+        lambda: ledger.mark_settled(next(settle), "0x" + "ab" * 32), n
+    )
+    rows = iter(recorded)
+    results["ledger: read back a row (get)"] = _per_call(lambda: ledger.get(next(rows)), n)
+    results["ledger: the whole call's work"] = _per_call(whole_call, n)
     ledger.close()
     shutil.rmtree(tmp, ignore_errors=True)
     return {name: {"cpu_ms": cpu * 1000, "wall_ms": wall * 1000} for name, (cpu, wall) in results.items()}
+
+
+async def _async_pieces(
+    n: int, transport: httpx.MockTransport, record: Callable[[], int]
+) -> dict[str, tuple[float, float]]:
+    """What the payer does around the pieces above, each alone: a hop to a worker thread and back,
+    empty and carrying the signed record (as today's payer writes it), and the two requests read
+    as the floor reads them (`client.post`) and, where this tree has it, as today's payer does
+    (`x402_mcp.net.send`: each body streamed and inflated in bounded steps)."""
+    import importlib.util
+
+    import anyio
+
+    async def per_call(fn: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
+        cpu, wall = [], []
+        for _ in range(n):
+            c0, w0 = time.process_time(), time.perf_counter()
+            await fn()
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+        return median(cpu), median(wall)
+
+    def nothing() -> None:
+        return None
+
+    out = {
+        "thread hop (anyio.to_thread.run_sync of a no-op)": await per_call(lambda: anyio.to_thread.run_sync(nothing)),
+        "ledger: signed record in a worker thread": await per_call(lambda: anyio.to_thread.run_sync(record)),
+    }
+    http = http_client(transport)
+    try:
+
+        async def posted() -> None:
+            await http.post(MOCK_URL, json=BODY)
+            await http.post(MOCK_URL, json=BODY, headers={"X-PAYMENT": "x"})
+
+        out["httpx: two requests, client.post"] = await per_call(posted)
+        if importlib.util.find_spec("x402_mcp.net") is not None:
+            from x402_mcp import net
+
+            async def sent() -> None:
+                await net.send(http, "POST", MOCK_URL, json=BODY)
+                await net.send(http, "POST", MOCK_URL, json=BODY, headers={"X-PAYMENT": "x"})
+
+            out["httpx: two requests, x402_mcp.net.send"] = await per_call(sent)
+    finally:
+        await http.aclose()
+    return out
 
 
 def run_profile(name: str, variant: str, calls: int, protocol_version: int) -> dict[str, Any]:
@@ -230,6 +261,7 @@ def main() -> None:
         if args.split:
             result["split"] = split(args.split, args.protocol)
     result["backend"] = ecc_backend()
+    result["package"] = imported_package()
     import json
 
     print(json.dumps(result))

@@ -26,7 +26,8 @@ from bench.common import median
 
 def run(sizes: list[int], reps: int) -> dict[str, Any]:
     from bench.clients import policy
-    from x402_mcp.payments.ledger import Ledger, Reservation
+    from bench.trees import record_signed
+    from x402_mcp.payments.ledger import Ledger
     from x402_mcp.payments.policy import COUNTED_STATUSES, utc_day
 
     tmp = Path(tempfile.mkdtemp(prefix="x402-bench-scale-"))
@@ -36,21 +37,22 @@ def run(sizes: list[int], reps: int) -> dict[str, Any]:
     rows_now = 0
     results = []
 
-    def reservation() -> Reservation:
-        return Reservation(
-            tool="image_generate",
-            url="http://127.0.0.1:1/image-generate",
-            request_digest="d" * 64,
-            requirement={"scheme": "exact"},
-            x402_version=1,
-            amount=10_000,
-            network="base",
-            asset="0x" + "a" * 40,
-            pay_to="0x" + "b" * 40,
-            payer="0x" + "c" * 40,
-            nonce="0x" + secrets.token_hex(32),
-            valid_before=2**40,
-        )
+    def record() -> int:
+        fields = {
+            "tool": "image_generate",
+            "url": "http://127.0.0.1:1/image-generate",
+            "request_digest": "d" * 64,
+            "requirement": {"scheme": "exact"},
+            "x402_version": 1,
+            "amount": 10_000,
+            "network": "base",
+            "asset": "0x" + "a" * 40,
+            "pay_to": "0x" + "b" * 40,
+            "payer": "0x" + "c" * 40,
+            "nonce": "0x" + secrets.token_hex(32),
+            "valid_before": 2**40,
+        }
+        return record_signed(ledger, fields, "0x" + "11" * 65, pol)
 
     try:
         for size in sorted(sizes):
@@ -94,8 +96,7 @@ def run(sizes: list[int], reps: int) -> dict[str, Any]:
                 spending.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 ledger.spending()
-                payment_id = ledger.record_signed(reservation(), "0x" + "11" * 65, pol)
-                ledger.mark_settled(payment_id, "0x" + "ab" * 32)
+                ledger.mark_settled(record(), "0x" + "ab" * 32)
                 call.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 ledger._db.execute(

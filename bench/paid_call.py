@@ -26,6 +26,7 @@ from typing import Any
 
 from bench.clients import ecc_backend, make
 from bench.common import median, quantile
+from bench.trees import imported_package
 
 
 async def run(url: str, variants: list[str], calls: int, trials: int, warmup: int) -> dict[str, Any]:
@@ -54,6 +55,7 @@ async def run(url: str, variants: list[str], calls: int, trials: int, warmup: in
         shutil.rmtree(tmp, ignore_errors=True)
     return {
         "backend": ecc_backend(),
+        "package": imported_package(),
         "per_trial_ms": {v: [t * 1000 for t in per_trial[v]] for v in variants},
         "p50_ms": {v: median(samples[v]) * 1000 for v in variants},
         "p99_ms": {v: quantile(samples[v], 0.99) * 1000 for v in variants},

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH_KEY, CLOSED_RPC, REPO, Stat
+from bench.trees import package_dir
 
 OURS = [sys.executable, "-m", "x402_mcp"]
 BARE = [sys.executable, str(REPO / "bench" / "bare" / "server.py")]
@@ -48,8 +49,8 @@ _INIT = {
 }
 
 
-def _env(home: Path) -> dict[str, str]:
-    return {
+def _env(home: Path, tree: Path | None) -> dict[str, str]:
+    env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "X402_PRIVATE_KEY": BENCH_KEY,
@@ -57,10 +58,17 @@ def _env(home: Path) -> dict[str, str]:
         "X402_DATA_DIR": str(home / "data"),
         "X402_RPC_URL": CLOSED_RPC,
     }
+    if tree is not None:  # `x402_mcp` from that checkout (bench/trees.py); the cwd is a fresh temp dir
+        env["PYTHONPATH"] = str(package_dir(tree))
+    return env
 
 
-def spawn_once(command: list[str], *, importtime: bool = False, idle: float = IDLE_SECONDS) -> dict[str, Any]:
-    """One start: seconds to the initialize answer and to the tools/list answer, idle RSS."""
+def spawn_once(
+    command: list[str], *, importtime: bool = False, idle: float = IDLE_SECONDS, tree: Path | None = None
+) -> dict[str, Any]:
+    """One start: seconds to the initialize answer and to the tools/list answer, idle RSS.
+
+    With `tree`, the process imports `x402_mcp` from that checkout."""
     import psutil  # type: ignore[import-untyped]
 
     workdir = Path(tempfile.mkdtemp(prefix="x402-bench-start-"))
@@ -70,7 +78,7 @@ def spawn_once(command: list[str], *, importtime: bool = False, idle: float = ID
         with stderr_path.open("wb") as stderr:
             started = time.perf_counter()
             process = subprocess.Popen(
-                argv, cwd=workdir, env=_env(workdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
+                argv, cwd=workdir, env=_env(workdir, tree), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
             )
             assert process.stdin is not None and process.stdout is not None
 
