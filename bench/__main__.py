@@ -630,16 +630,24 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
         split = cpu["main"].get("split")
         if split:
             total = Stat.of(cpu["main"]["cpu_ms"]["ours"]).median
-            httpx_cpu = Stat.of(cpu["main"]["cpu_ms"]["floor"]).median
-            whole = split["ledger: the whole call's work"]
+            ledger_pieces = (
+                "ledger: budget read (spending)",
+                "ledger: signed record in a worker thread",
+                "ledger: outcome (mark_settled)",
+                "ledger: read back a row (get)",
+            )
+            requests = split.get("httpx: two requests, x402_mcp.net.send", split["httpx: two requests, client.post"])
             parts = {
                 "signing (`Wallet.sign_typed_data`: `Account.sign_typed_data`)": split["signing"]["cpu_ms"],
-                "ledger: budget read, signed record (fsync), outcome (fsync)": whole["cpu_ms"],
+                "ledger: budget read, signed record (in a worker thread, fsync), outcome (fsync), read back": sum(
+                    split[name]["cpu_ms"] for name in ledger_pieces
+                ),
                 "protocol: parse, choose, build, encode, decode": split["protocol parse/choose/encode/decode"][
                     "cpu_ms"
                 ],
-                "httpx: two requests through the mock (the floor's CPU)": httpx_cpu,
+                "httpx: the two requests through the mock, read by `net.send`": requests["cpu_ms"],
             }
+            ledger_wall = sum(split[name]["wall_ms"] for name in ledger_pieces)
             rest = total - sum(parts.values())
             add("")
             add(
@@ -650,20 +658,19 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
             add("| piece | CPU ms | share | wall ms |")
             add("|---|---|---|---|")
             for name, value in parts.items():
-                wall = f"{whole['wall_ms']:.3f}" if name.startswith("ledger") else ""
+                wall = f"{ledger_wall:.3f}" if name.startswith("ledger") else ""
                 add(f"| {name} | {value:.3f} | {value / total:.0%} | {wall} |")
             add(
-                f"| everything else (Payer bookkeeping, the thread hop, body reads, asyncio, logging) | {rest:.3f} | "
+                f"| everything else (Payer bookkeeping, dataclasses, asyncio, logging) | {rest:.3f} | "
                 f"{rest / total:.0%} | |"
             )
             add("")
-            add("The ledger's work, piece by piece (each alone, same runs):")
+            add("Every piece timed (each alone, same runs; `client.post` is how the floor reads the two answers):")
             add("")
             add("| measurement | CPU ms | wall ms |")
             add("|---|---|---|")
             for name, value in split.items():
-                if name.startswith("ledger"):
-                    add(f"| {name} | {value['cpu_ms']:.3f} | {value['wall_ms']:.3f} |")
+                add(f"| {name} | {value['cpu_ms']:.3f} | {value['wall_ms']:.3f} |")
         scale = cpu["scale"]["sizes"]
         add("")
         add("Ledger cost as the history grows (`bench/ledger_scale.py`; rows of past payments, all counted):")
