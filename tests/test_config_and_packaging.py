@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import REPO, SERVER_COMMAND
 from x402_mcp import __version__
 from x402_mcp.catalog import CATALOG, spec
-from x402_mcp.config import ConfigError, Settings, load_settings
+from x402_mcp.config import ENV_FILE_VARIABLE, ConfigError, Settings, load_settings
 from x402_mcp.payments.signer import new_private_key
 from x402_mcp.tools import Services
 
@@ -106,7 +106,7 @@ def test_server_json_matches_the_package() -> None:
     assert variables["X402_PRIVATE_KEY"]["isSecret"] is True
     assert all(not v["isSecret"] for name, v in variables.items() if name != "X402_PRIVATE_KEY")
     fields = {f"X402_{name.upper()}" for name in Settings.model_fields}
-    assert set(variables) <= fields
+    assert set(variables) <= fields | {ENV_FILE_VARIABLE}
     assert f"mcp-name: {manifest['name']}" in (REPO / "README.md").read_text()
     assert project["scripts"]["x402-image-mcp"] == "x402_mcp.cli:main"
 
