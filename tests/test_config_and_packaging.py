@@ -15,7 +15,7 @@ from x402_mcp import __version__
 from x402_mcp.catalog import CATALOG, spec
 from x402_mcp.config import ENV_FILE_VARIABLE, ConfigError, Settings, load_settings
 from x402_mcp.payments.signer import new_private_key
-from x402_mcp.tools import Services
+from x402_mcp.services import Services
 
 
 def endpoint(settings: Settings, tool: str) -> str:

@@ -28,14 +28,14 @@ from mcp import Client
 
 from tests.conftest import png_bytes, settings_for, text_of
 from x402_mcp import jobs, net
+from x402_mcp.call_inputs import resolve_inputs
 from x402_mcp.catalog import ImageInpaintInput
 from x402_mcp.catalog import spec as catalog_spec
 from x402_mcp.config import Settings, load_settings
+from x402_mcp.image_inputs import InputError, Uploader, load_image
+from x402_mcp.image_outputs import OutputError, fetch_image
 from x402_mcp.image_tools import image_mask
-from x402_mcp.images.inputs import InputError, Uploader, load_image
 from x402_mcp.images.masks import MaskSpec
-from x402_mcp.images.outputs import OutputError, fetch_image
-from x402_mcp.images.request import resolve_inputs
 from x402_mcp.sandbox import RunningSandbox
 from x402_mcp.server import build_server
 from x402_mcp.services import Services

@@ -31,8 +31,8 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from tests.conftest import SERVER_COMMAND, http_server, png_bytes, server_env, settings_for, text_of
-from x402_mcp.images.inputs import InputError, resolve_local_path
-from x402_mcp.images.outputs import OutputError, output_name, save_image, write_exclusive
+from x402_mcp.image_inputs import InputError, resolve_local_path
+from x402_mcp.image_outputs import OutputError, output_name, save_image, write_exclusive
 from x402_mcp.sandbox import RunningSandbox
 from x402_mcp.server import build_server
 

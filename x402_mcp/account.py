@@ -10,13 +10,13 @@ import anyio
 from pydantic import BaseModel, Field
 
 from x402_mcp.catalog import CATALOG, spec
+from x402_mcp.paid_call import prepare_call
 from x402_mcp.payments.assets import USDC, format_usdc
 from x402_mcp.payments.chain import ChainUnavailable
 from x402_mcp.payments.keys import KeySourceError
 from x402_mcp.payments.ledger import PaymentRow
 from x402_mcp.payments.payer import Progress
 from x402_mcp.services import Services, load_wallet
-from x402_mcp.tools import prepare_call
 
 log = logging.getLogger(__name__)
 

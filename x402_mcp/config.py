@@ -136,7 +136,7 @@ class Settings(BaseModel):
     @field_validator("upload_headers")
     @classmethod
     def _upload_headers(cls, value: str | None) -> str | None:
-        from x402_mcp.images.inputs import parse_upload_headers
+        from x402_mcp.image_inputs import parse_upload_headers
 
         parse_upload_headers(value)
         return value

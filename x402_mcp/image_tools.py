@@ -14,13 +14,13 @@ from pydantic import BaseModel, Field
 from x402_mcp import jobs
 from x402_mcp.account import PaymentEntry, payment_entry
 from x402_mcp.catalog import spec as catalog_spec
-from x402_mcp.images.inputs import InputError, is_http_url, load_image, resolve_local_path
+from x402_mcp.image_inputs import InputError, is_http_url, load_image, resolve_local_path
+from x402_mcp.image_outputs import output_name, write_exclusive
 from x402_mcp.images.masks import MaskError, MaskSpec, render_mask
-from x402_mcp.images.outputs import output_name, write_exclusive
 from x402_mcp.images.preview import make_preview
+from x402_mcp.paid_call import deliver, error_result, payment_info_from_row, wait_for_job
 from x402_mcp.payments.payer import Progress
 from x402_mcp.services import Services
-from x402_mcp.tools import deliver, error_result, payment_info_from_row, wait_for_job
 
 
 class MaskResult(BaseModel):

@@ -20,6 +20,7 @@ import anyio
 
 from x402_mcp import safe_json
 from x402_mcp.catalog import JobSpec, ToolSpec
+from x402_mcp.errors import X402Error
 
 if TYPE_CHECKING:
     import httpx  # imported where used: it costs ~40 ms at start
@@ -30,7 +31,7 @@ MAX_BACKOFF_SECONDS = 15.0
 DEFAULT_JOB = JobSpec()
 
 
-class JobError(Exception):
+class JobError(X402Error):
     """The job cannot be followed (its status endpoint asks for payment, or it ended without an image)."""
 
 

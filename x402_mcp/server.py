@@ -32,12 +32,12 @@ from x402_mcp import __version__, account, image_tools
 from x402_mcp.approval_replay import STATE_TTL_SECONDS, ApprovalReplayGuard, approval_refusal
 from x402_mcp.catalog import CATALOG, ImageResult, ToolSpec
 from x402_mcp.config import Settings
-from x402_mcp.images.inputs import InputError
+from x402_mcp.image_inputs import InputError
 from x402_mcp.images.masks import MaskSpec, Shape
+from x402_mcp.paid_call import Prepared, ProgressReporter, error_result, finish_call, prepare_call
 from x402_mcp.payments.assets import format_usdc
 from x402_mcp.payments.ledger import Ledger
 from x402_mcp.services import Services
-from x402_mcp.tools import Prepared, ProgressReporter, error_result, finish_call, prepare_call
 
 if TYPE_CHECKING:
     import httpx  # imported where used: it costs ~40 ms at start

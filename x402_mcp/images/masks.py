@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from x402_mcp.errors import X402Error
 from x402_mcp.images.preview import (
     DEFAULT_MAX_PIXELS,
     ImageError,
@@ -53,7 +54,7 @@ _HIGH_IS_REPAINT = [0] * 128 + [255] * 128  # binarize at 128
 _LOW_IS_REPAINT = [255] * 128 + [0] * 128
 
 
-class MaskError(ValueError):
+class MaskError(X402Error, ValueError):
     """A mask (or mask spec) that cannot be used; the message is written for the agent."""
 
 

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from x402_mcp.errors import X402Error
+
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
     from PIL.ImageFile import ImageFile
@@ -29,7 +31,7 @@ _WEBP_QUALITIES = (80, 65, 50, 36, 24)
 _MIN_PREVIEW_SIDE = 16
 
 
-class ImageError(ValueError):
+class ImageError(X402Error, ValueError):
     """Untrusted image data that cannot be used; the message is written for the agent."""
 
 

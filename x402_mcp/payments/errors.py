@@ -1,29 +1,8 @@
-"""The typed errors of the money path. Every message is written for the agent reading it."""
+"""The typed errors of the money path, under the one root (x402_mcp/errors.py)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from x402_mcp.payments.payer import Payment
-
-
-class X402Error(Exception):
-    """Base of every error the payment code raises on purpose.
-
-    `payment` is the signed payment whose header may have left the process, if there is one: from
-    then on the payment counts against the budgets, so `money_spent` is true.
-    """
-
-    def __init__(self, message: str, *, payment: Payment | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.payment = payment
-        self.status = status
-
-    @property
-    def money_spent(self) -> bool:
-        """Whether money may have left the wallet (a signed header may have reached the upstream)."""
-        return self.payment is not None
+from x402_mcp.errors import X402Error
 
 
 class ChallengeError(X402Error):

@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from x402_mcp import net
-from x402_mcp.images.inputs import EXTENSIONS
+from x402_mcp.errors import X402Error
+from x402_mcp.image_inputs import EXTENSIONS
 from x402_mcp.images.preview import ImageError, ImageInfo, Preview, inspect_image, make_preview
 
 if TYPE_CHECKING:
     import httpx  # imported where used: it costs ~40 ms at start
 
 
-class OutputError(Exception):
+class OutputError(X402Error):
     """The image was paid for but could not be saved; the URL still works."""
 
 

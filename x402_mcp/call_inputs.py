@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 
 from x402_mcp.catalog import ImageInpaintInput, ToolInput, ToolSpec
-from x402_mcp.images.inputs import (
+from x402_mcp.image_inputs import (
     ImageBytes,
     InputError,
     Uploader,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from x402_mcp import net, safe_json
+from x402_mcp.errors import X402Error
 from x402_mcp.images.preview import ImageError, ImageInfo, inspect_image
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
 
-class InputError(ValueError):
+class InputError(X402Error, ValueError):
     """An input refused before paying; the message names the field and the next step."""
 
 

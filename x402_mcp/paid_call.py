@@ -23,12 +23,12 @@ from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, 
 from pydantic import ValidationError
 
 from x402_mcp import jobs
+from x402_mcp.call_inputs import ResolvedInputs, resolve_inputs
 from x402_mcp.catalog import ImageResult, JobStatus, PaymentInfo, SavedFile, ToolInput, ToolSpec
-from x402_mcp.images.inputs import InputError
-from x402_mcp.images.outputs import SavedImage, fetch_image, save_image
-from x402_mcp.images.request import ResolvedInputs, resolve_inputs
+from x402_mcp.errors import X402Error
+from x402_mcp.image_inputs import InputError
+from x402_mcp.image_outputs import SavedImage, fetch_image, save_image
 from x402_mcp.payments.assets import format_usdc
-from x402_mcp.payments.errors import X402Error
 from x402_mcp.payments.ledger import PaymentRow
 from x402_mcp.payments.payer import Payment, Progress, Quote, UpstreamResponse
 from x402_mcp.services import Services
