@@ -214,7 +214,10 @@ def run_profiles() -> dict[str, Any]:
     log("  profile: official client as installed (mock transport, no coincurve)")
     out["cpu_official"] = run_worker(
         "bench.cpu",
-        ["--variants", "official", "--calls", "200", "--no-coincurve", "--profile", "cpu_official_no_coincurve"],
+        [
+            *("--variants", "official", "--calls", "40", "--no-coincurve", "--interval", "0.002"),
+            *("--profile", "cpu_official_no_coincurve"),
+        ],
     )
     log("  profile: 64 concurrent calls through the MCP server")
     with upstream_process("sandbox", 1) as up:

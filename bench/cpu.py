@@ -112,7 +112,7 @@ def split(n: int, protocol_version: int) -> dict[str, Any]:
         )
         protocol.typed_data(ch_chosen, auth)
         request_digest(MOCK_URL, BODY)
-        protocol.encode_payment(ch, ch_chosen, auth, "0x" + "11" * 65)
+        protocol.encode_payment(ch, ch_chosen, auth, "0x" + "11" * 65, "pay_" + "0" * 32)
         protocol.decode_receipt(paid.headers)
 
     messages = iter([protocol.typed_data(chosen, fresh_authorization()) for _ in range(n)])
@@ -211,7 +211,7 @@ async def _async_pieces(
     return out
 
 
-def run_profile(name: str, variant: str, calls: int, protocol_version: int) -> dict[str, Any]:
+def run_profile(name: str, variant: str, calls: int, protocol_version: int, interval: float) -> dict[str, Any]:
     from bench.profiling import profile
 
     async def body() -> None:
@@ -228,7 +228,7 @@ def run_profile(name: str, variant: str, calls: int, protocol_version: int) -> d
     title = (
         f"{variant} client, {calls} paid calls on the zero-latency mock transport (eth-keys backend: {ecc_backend()})"
     )
-    return profile(name, title, lambda: asyncio.run(body()))
+    return profile(name, title, lambda: asyncio.run(body()), interval=interval)
 
 
 async def _warm(variant: str, protocol_version: int) -> None:
@@ -251,11 +251,17 @@ def main() -> None:
     parser.add_argument("--protocol", type=int, choices=(1, 2), default=1)
     parser.add_argument("--split", type=int, default=0, help="also time our call's pieces, this many runs each")
     parser.add_argument("--profile", help="instead: profile --calls calls of the one variant, save as NAME")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.0002,
+        help="the profiler's sampling interval, s (pure-Python signing makes deep stacks: sample it less often)",
+    )
     parser.add_argument("--no-coincurve", action="store_true")
     args = parser.parse_args()
     variants = args.variants.split(",")
     if args.profile:
-        result: dict[str, Any] = run_profile(args.profile, variants[0], args.calls, args.protocol)
+        result: dict[str, Any] = run_profile(args.profile, variants[0], args.calls, args.protocol, args.interval)
     else:
         result = asyncio.run(measure_calls(variants, args.calls, args.trials, args.warmup, args.protocol))
         if args.split:
