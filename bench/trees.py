@@ -47,7 +47,8 @@ def record_signed(ledger: Any, fields: dict[str, Any], signature: str, policy: A
     from x402_mcp.payments import ledger as module
 
     if hasattr(module, "SignedPayment"):
-        return int(ledger.record_signed(module.SignedPayment(**fields, signature=signature), policy))
+        payment = module.SignedPayment(**fields, signature=signature, payment_identifier="pay_" + "0" * 32)
+        return int(ledger.record_signed(payment, policy))
     reservation = getattr(module, "Reservation")  # noqa: B009 - absent from today's module, which mypy reads
     return int(ledger.record_signed(reservation(**fields), signature, policy))
 

@@ -543,7 +543,7 @@ def test_the_payment_header_decodes_back_to_the_signed_authorization(
     signature = WALLET.sign_typed_data(message)
     assert Account.recover_message(encode_typed_data(full_message=message), signature=signature) == WALLET.address
 
-    name, value = encode_payment(challenge, chosen, auth, signature)
+    name, value = encode_payment(challenge, chosen, auth, signature, "pay_" + "1" * 32)
     assert value.isascii()
     document = decode_header(value)
     assert document["x402Version"] == challenge.x402_version

@@ -28,6 +28,7 @@ def signed(nonce: int, amount: int = 20_000) -> SignedPayment:
         nonce=f"0x{nonce:064x}",
         valid_before=2_000_000_000,
         signature="0xsig",
+        payment_identifier=f"pay_{nonce:032x}",
     )
 
 
@@ -223,3 +224,31 @@ def test_an_older_ledger_is_moved_to_the_state_machine_once_and_counted(tmp_path
     again = Ledger(path, clock=lambda: 1_795_262_400.0)  # migrated and counted once, not twice
     assert again.spending().total == 38_000
     again.close()
+
+
+def test_a_version_2_ledger_gains_the_payment_identifier_column(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    old = sqlite3.connect(path)
+    v2 = V1_PAYMENTS.replace("'reserved', 'signed', 'settled', 'released', 'unknown'", STATUSES_V2)
+    old.executescript(v2.replace("CREATE INDEX payments_day ON payments(day, status);", ""))
+    old.execute(
+        "INSERT INTO payments (created_at, updated_at, day, tool, url, request_digest, requirement, x402_version, "
+        "amount, network, asset, pay_to, payer, nonce, valid_before, status) "
+        "VALUES (0, 0, '2026-11-21', 't', 'u', 'd', '{}', 2, 9000, 'base', 'a', 'p', 'f', '0x01', 0, 'declined')"
+    )
+    old.execute("PRAGMA user_version = 2")
+    old.commit()
+    old.close()
+    ledger = Ledger(path, clock=lambda: 1_795_262_400.0)  # 2026-11-21 UTC
+    try:
+        (row,) = ledger.recent()
+        assert row.status == "declined" and row.payment_identifier is None
+        assert ledger.spending().today == 9000
+        new = ledger.record_signed(signed(2, 1000), POLICY)
+        assert ledger.get(new).payment_identifier == f"pay_{2:032x}"
+        assert int(ledger._db.execute("PRAGMA user_version").fetchone()[0]) == 3
+    finally:
+        ledger.close()
+
+
+STATUSES_V2 = "'signed', 'unknown', 'declined', 'settled', 'expired'"

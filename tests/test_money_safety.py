@@ -160,6 +160,7 @@ def signed_payment(payer: str, valid_before: int, *, amount: int = PRICE) -> Sig
         nonce="0x" + secrets.token_hex(32),
         valid_before=valid_before,
         signature="0x" + "11" * 65,
+        payment_identifier="pay_" + secrets.token_hex(16),
     )
 
 

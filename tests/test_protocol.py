@@ -253,7 +253,7 @@ def test_payment_header_verifies_with_the_official_sdk(version: int, network: st
     wallet = Wallet(new_private_key())
     auth = protocol.build_authorization(chosen, payer=wallet.address, now=int(time.time()), nonce=b"\x07" * 32)
     name, value = protocol.encode_payment(
-        challenge, chosen, auth, wallet.sign_typed_data(protocol.typed_data(chosen, auth))
+        challenge, chosen, auth, wallet.sign_typed_data(protocol.typed_data(chosen, auth)), "pay_" + "0" * 32
     )
 
     document = decode_header(value)

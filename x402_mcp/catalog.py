@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from x402_mcp.config import PATH_PREFIX
+from x402_mcp.config import PATH_PREFIX, Settings
 from x402_mcp.payments.assets import usdc_to_atomic
 
 _IMAGE_FORMS = (
@@ -40,18 +40,81 @@ Save = Annotated[
 ]
 
 
+SaveAs = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=4096,
+        description=(
+            "Write the final image to this file instead of X402_OUTPUT_DIR: a path relative to the working "
+            "directory or inside X402_INPUT_ROOTS / the client's roots. The extension picks the format: "
+            ".png, .jpg/.jpeg, .webp, or .avif where supported. Checked before paying."
+        ),
+    ),
+]
+Overwrite = Annotated[bool, Field(description="Replace an existing save_as file (otherwise refused before paying).")]
+
+
 class ToolInput(BaseModel):
     """Base of every tool input: unknown fields are an error, never silently forwarded."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     #: Fields for this server only, never sent upstream.
-    LOCAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"save"})
+    LOCAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"save", "save_as", "overwrite"})
 
     save: Save = True
+    save_as: SaveAs = None
+    overwrite: Overwrite = False
+
+    def upstream_fields(self) -> dict[str, Any]:
+        """The fields the upstream receives (before its image fields are added): unset optionals left out."""
+        return {key: value for key, value in self.model_dump(exclude_none=True).items() if key not in self.LOCAL_FIELDS}
 
 
-class ImageGenerateInput(ToolInput):
-    prompt: Annotated[str, Field(min_length=1, max_length=2000, description="What to draw. Up to 2000 characters.")]
+AspectRatio = Literal["1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9"]
+#: The generate endpoints' size range; sizes are multiples of 16 there.
+MIN_SIDE, MAX_SIDE, SIZE_STEP, DEFAULT_LONG_SIDE = 256, 2048, 16, 1024
+
+
+def _snap(value: float) -> int:
+    return max(SIZE_STEP, round(value / SIZE_STEP) * SIZE_STEP)
+
+
+def size_for_aspect(ratio: str, width: int | None, height: int | None) -> tuple[int, int]:
+    """Width and height for `ratio`: long side 1024, or from the one side given; both must agree.
+
+    Raises ValueError naming the field (pydantic reports it as an invalid input, before paying).
+    """
+    across, down = (int(part) for part in ratio.split(":"))
+    if width is not None and height is not None:
+        if abs(width * down / across - height) > SIZE_STEP:
+            raise ValueError(
+                f"aspect_ratio {ratio} disagrees with width {width} and height {height}: give aspect_ratio with "
+                "one of them (or neither), or width and height alone"
+            )
+        return width, height
+    if width is not None:
+        size = (width, _snap(width * down / across))
+    elif height is not None:
+        size = (_snap(height * across / down), height)
+    elif across >= down:
+        size = (DEFAULT_LONG_SIDE, _snap(DEFAULT_LONG_SIDE * down / across))
+    else:
+        size = (_snap(DEFAULT_LONG_SIDE * across / down), DEFAULT_LONG_SIDE)
+    for name, value in zip(("width", "height"), size, strict=True):
+        if not MIN_SIDE <= value <= MAX_SIDE:
+            raise ValueError(
+                f"aspect_ratio {ratio} makes {name} {value}, outside {MIN_SIDE}-{MAX_SIDE}: give another width or "
+                "height"
+            )
+    return size
+
+
+class GenerateInput(ToolInput):
+    """What the generate tools share: a size given as width/height or as an aspect ratio."""
+
+    LOCAL_FIELDS: ClassVar[frozenset[str]] = ToolInput.LOCAL_FIELDS | {"aspect_ratio"}
+
     width: Annotated[
         int,
         Field(ge=256, le=2048, description="Width in pixels, 256-2048 (snapped to a multiple of 16 upstream)."),
@@ -60,6 +123,30 @@ class ImageGenerateInput(ToolInput):
         int,
         Field(ge=256, le=2048, description="Height in pixels, 256-2048 (snapped to a multiple of 16 upstream)."),
     ] = 1024
+    aspect_ratio: Annotated[
+        AspectRatio | None,
+        Field(
+            description=(
+                "Shape of the image; sets width/height (multiples of 16, long side 1024 unless width or height "
+                "is given). With both width and height they must agree."
+            )
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _apply_aspect_ratio(self) -> GenerateInput:
+        if self.aspect_ratio is not None:
+            given = self.model_fields_set
+            self.width, self.height = size_for_aspect(
+                self.aspect_ratio,
+                self.width if "width" in given else None,
+                self.height if "height" in given else None,
+            )
+        return self
+
+
+class ImageGenerateInput(GenerateInput):
+    prompt: Annotated[str, Field(min_length=1, max_length=2000, description="What to draw. Up to 2000 characters.")]
     tier: Annotated[
         Literal["fast", "creative", "anime", "sd35"],
         Field(description="fast (z-image-turbo), creative (chroma), anime (wai-Illustrious), sd35."),
@@ -74,10 +161,8 @@ class ImageGenerateInput(ToolInput):
     negative_prompt: NegativePrompt = None
 
 
-class ImageGenerateProInput(ToolInput):
+class ImageGenerateProInput(GenerateInput):
     prompt: Annotated[str, Field(min_length=1, max_length=3000, description="What to draw. Up to 3000 characters.")]
-    width: Annotated[int, Field(ge=256, le=2048, description="Width in pixels, 256-2048.")] = 1024
-    height: Annotated[int, Field(ge=256, le=2048, description="Height in pixels, 256-2048.")] = 1024
     tier: Annotated[
         Literal["balanced", "recraft", "seedream", "grok", "qwen"],
         Field(description="balanced (flux-2-pro), recraft, seedream, grok (xAI Grok Imagine), qwen (Qwen Image 2)."),
@@ -97,8 +182,33 @@ class ImageEditInput(ToolInput):
     seed: Seed = None
 
 
+InpaintMode = Literal["replace", "remove", "add"]
+DEFAULT_REMOVE_FILL = "the background matching the surroundings"
+
+
+def inpaint_prompt(mode: InpaintMode, prompt: str | None) -> str:
+    """What the model is told for each mode: replace sends the prompt as it is."""
+    if mode == "remove":
+        return (
+            f"Remove what is in the masked region and fill it with {prompt or DEFAULT_REMOVE_FILL}, "
+            "continuing the surrounding image seamlessly."
+        )
+    assert prompt is not None  # required for replace and add (checked by the model)
+    if mode == "add":
+        return f"Add {prompt} in the masked region, matching the scene's lighting, perspective and style."
+    return prompt
+
+
 class ImageInpaintInput(ToolInput):
-    LOCAL_FIELDS: ClassVar[frozenset[str]] = frozenset({"save", "mask_convention", "allow_full_mask"})
+    LOCAL_FIELDS: ClassVar[frozenset[str]] = ToolInput.LOCAL_FIELDS | {
+        "mask_convention",
+        "allow_full_mask",
+        "preserve_unmasked",
+        "mask_blur",
+        "crop_to_mask",
+        "padding",
+        "mode",
+    }
 
     image: Annotated[str, _image_ref("The source image")]
     mask: Annotated[
@@ -108,7 +218,15 @@ class ImageInpaintInput(ToolInput):
             "Build one from rectangles, ellipses or polygons with the free image_mask tool. Give it as"
         ),
     ]
-    prompt: Annotated[Prompt, Field(description="What to paint into the masked region.")]
+    prompt: Annotated[
+        Prompt | None,
+        Field(
+            description=(
+                "What to paint into the masked region (replace), the new object (add), or what fills the "
+                f"removed region (remove; default '{DEFAULT_REMOVE_FILL}'). Required except for remove."
+            )
+        ),
+    ] = None
     model: Annotated[str | None, Field(max_length=100, description="Inpaint model; default 'gpt-image-2'.")] = None
     negative_prompt: NegativePrompt = None
     seed: Seed = None
@@ -120,6 +238,44 @@ class ImageInpaintInput(ToolInput):
         bool,
         Field(description="Allow a mask that repaints the whole image (otherwise refused as a likely mistake)."),
     ] = False
+    mode: Annotated[
+        InpaintMode,
+        Field(description="replace (default): paint the prompt there; remove: erase what is there; add: a new object."),
+    ] = "replace"
+    preserve_unmasked: Annotated[
+        bool,
+        Field(
+            description=(
+                "Paste the model's result onto the source through the mask, so every pixel outside the feathered "
+                "mask stays exactly the source's (models repaint the whole picture). The result keeps the "
+                "source's size either way."
+            )
+        ),
+    ] = True
+    mask_blur: Annotated[
+        float, Field(ge=0, le=64, description="Feather of the mask's edge in pixels when pasting back (0 = hard).")
+    ] = 4
+    crop_to_mask: Annotated[
+        bool,
+        Field(
+            description=(
+                "Send only the mask's bounding box plus padding (scaled down to what the endpoint takes) and "
+                "paste the result back: more detail on big images, a smaller upload."
+            )
+        ),
+    ] = False
+    padding: Annotated[
+        int, Field(ge=0, le=1024, description="Pixels of context around the mask's box with crop_to_mask.")
+    ] = 32
+
+    @model_validator(mode="after")
+    def _prompt_for_mode(self) -> ImageInpaintInput:
+        if self.prompt is None and self.mode != "remove":
+            raise ValueError(f"prompt is required with mode '{self.mode}' (only mode 'remove' has a default)")
+        return self
+
+    def upstream_fields(self) -> dict[str, Any]:
+        return {**super().upstream_fields(), "prompt": inpaint_prompt(self.mode, self.prompt)}
 
 
 class RemoveBgInput(ToolInput):
@@ -147,6 +303,9 @@ class PaymentInfo(BaseModel):
     )
     authorization_expires: str | None = Field(
         None, description="When the signed authorization stops being usable (UTC); it counts until resolved."
+    )
+    payment_identifier: str | None = Field(
+        None, description="The payment's id (x402 payment-identifier): a re-sent payment carries the same id."
     )
 
 
@@ -182,6 +341,9 @@ class ImageResult(BaseModel):
     save_error: str | None = Field(None, description="Why the result could not be saved (the URL still works).")
     job: JobStatus | None = Field(None, description="The upstream job, for asynchronous endpoints.")
     parent_payment_id: int | None = Field(None, description="The payment that made the input image, if ours.")
+    notes: list[str] = Field(
+        default_factory=list, description="What this server did with the inputs or the result (e.g. composited)."
+    )
     payment: PaymentInfo | None = Field(None, description="What this call paid; null if it was free.")
 
 
@@ -223,6 +385,24 @@ class ToolSpec:
     data_uri_inputs: bool = False
     #: Set when the endpoint answers with a job to poll; any answer shaped like one is polled anyway.
     job: JobSpec | None = None
+    #: The only payees of this tool, when its entry names them (the user catalog's `pay_to`).
+    pay_to: frozenset[str] | None = None
+    #: Where the answer holds the image URL: a field name, or a dotted path such as `data.0.url`.
+    result_field: str = "image_url"
+
+    def with_image_url(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """The answer with its image URL under `image_url`, where the rest of the money path reads it."""
+        if self.result_field == "image_url" or "image_url" in answer:
+            return answer
+        found: Any = answer
+        for part in self.result_field.split("."):
+            if isinstance(found, dict):
+                found = found.get(part)
+            elif isinstance(found, list) and part.isdigit() and int(part) < len(found):
+                found = found[int(part)]
+            else:
+                return answer
+        return {**answer, "image_url": found} if isinstance(found, str) else answer
 
     @property
     def path_variable(self) -> str:
@@ -245,8 +425,7 @@ class ToolSpec:
 
         `images` maps each image argument to what the endpoint receives for it (a URL or data URI).
         """
-        skip = arguments.LOCAL_FIELDS | set(self.image_fields)
-        body = {key: value for key, value in arguments.model_dump(exclude_none=True).items() if key not in skip}
+        body = {key: value for key, value in arguments.upstream_fields().items() if key not in self.image_fields}
         for argument, wire in self.image_fields.items():
             if argument in images:
                 body[wire] = images[argument]
@@ -318,8 +497,17 @@ CATALOG: tuple[ToolSpec, ...] = (
 )
 
 
-def spec(name: str) -> ToolSpec:
-    for entry in CATALOG:
+def tools_for(settings: Settings) -> tuple[ToolSpec, ...]:
+    """The built-in tools, then the user's own from X402_CATALOG_FILE (checked when settings load)."""
+    if settings.catalog_file is None:
+        return CATALOG
+    from x402_mcp.user_catalog import load_user_catalog
+
+    return CATALOG + load_user_catalog(settings.catalog_file)
+
+
+def spec(name: str, settings: Settings | None = None) -> ToolSpec:
+    for entry in tools_for(settings) if settings is not None else CATALOG:
         if entry.name == name:
             return entry
     raise KeyError(name)

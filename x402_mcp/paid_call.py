@@ -27,7 +27,7 @@ from x402_mcp.call_inputs import ResolvedInputs, resolve_inputs
 from x402_mcp.catalog import ImageResult, JobStatus, PaymentInfo, SavedFile, ToolInput, ToolSpec
 from x402_mcp.errors import X402Error
 from x402_mcp.image_inputs import InputError
-from x402_mcp.image_outputs import SavedImage, fetch_image, save_image
+from x402_mcp.image_outputs import OutputPlan, SavedImage, fetch_image, save_image
 from x402_mcp.payments.assets import format_usdc
 from x402_mcp.payments.ledger import PaymentRow
 from x402_mcp.payments.payer import Payment, Progress, Quote, UpstreamResponse
@@ -73,6 +73,7 @@ def payment_info(payment: Payment) -> PaymentInfo:
         payment_id=payment.ledger_id,
         status=payment.status,
         authorization_expires=_expires(payment.valid_before),
+        payment_identifier=payment.payment_identifier,
     )
 
 
@@ -91,6 +92,7 @@ def payment_info_from_row(row: PaymentRow) -> PaymentInfo:
         payment_id=row.id,
         status=row.status,
         authorization_expires=_expires(row.valid_before),
+        payment_identifier=row.payment_identifier,
     )
 
 
@@ -239,6 +241,7 @@ async def _deliver_answer(
         data = response.json()
         if not isinstance(data, dict):
             raise ValueError("the answer is not a JSON object")
+        data = spec.with_image_url(data)
         job = jobs.job_in_answer(spec, data, response.url)
     except (ValueError, jobs.JobError) as exc:
         if receipt is None:
@@ -257,6 +260,7 @@ async def _deliver_answer(
             save=arguments.save,
             notes=inputs.notes,
             lineage=(inputs.parent_id, prompt),
+            output=inputs.output,
         )
     notes = list(inputs.notes)
     if receipt is not None and receipt.payment_id is not None:
@@ -272,7 +276,9 @@ async def _deliver_answer(
             "the job",
             lambda: services.ledger.add_job(job.job_id, payment_id, spec.name, job.status_url, save=arguments.save),
         )
-    return await wait_for_job(spec, job, receipt, services, prepared.progress, save=arguments.save, notes=notes)
+    return await wait_for_job(
+        spec, job, receipt, services, prepared.progress, save=arguments.save, notes=notes, output=inputs.output
+    )
 
 
 def _image_url_in(response: UpstreamResponse) -> str | None:
@@ -326,6 +332,7 @@ async def wait_for_job(
     *,
     save: bool,
     notes: Sequence[str] = (),
+    output: OutputPlan | None = None,
 ) -> CallToolResult:
     """Poll a paid job until it ends or X402_WAIT_SECONDS pass; then the image, or a handle to resume."""
     deadline = time.monotonic() + services.settings.wait_seconds
@@ -359,7 +366,9 @@ async def wait_for_job(
         )
     result_notes = list(notes)
     _record(result_notes, "the job's result", lambda: services.ledger.update_job(job.job_id, "succeeded", result))
-    return await deliver(spec, result, receipt, services, progress, save=save, job_id=job.job_id, notes=result_notes)
+    return await deliver(
+        spec, result, receipt, services, progress, save=save, job_id=job.job_id, notes=result_notes, output=output
+    )
 
 
 async def deliver(
@@ -373,15 +382,18 @@ async def deliver(
     notes: Sequence[str] = (),
     job_id: str | None = None,
     lineage: tuple[int | None, str | None] | None = None,
+    output: OutputPlan | None = None,
 ) -> CallToolResult:
     """Shape the upstream's image result: saved file, preview, URL, metadata, receipt.
 
     `lineage` is (parent payment, prompt) when known here; a resumed job finds them in the ledger.
+    `output` (decided before paying) says where to save and what to do to the image first.
     Failures to download, save or preview are reported in the result (`save_error`), never raised.
     """
+    data = spec.with_image_url(data)
     try:
         if not isinstance(data.get("image_url"), str):
-            raise ValueError("no image_url in the answer")
+            raise ValueError(f"no {spec.result_field} in the answer")
         result = spec.output_model.model_validate({**data, "payment": receipt})
     except (ValueError, ValidationError) as exc:
         log.warning("%s: unusable upstream answer: %s", spec.name, exc)
@@ -401,8 +413,9 @@ async def deliver(
     saved: SavedImage | None = None
     if save and result.image_url:
         try:
-            saved = await _download_and_save(spec, result.image_url, services, progress)
+            saved = await _download_and_save(spec, result.image_url, services, progress, output)
             result.saved = saved_file(saved)
+            notes.extend(saved.notes)
         except Exception as exc:  # the disk, the download or the image: the URL still works
             log.warning("%s: result not saved: %s", spec.name, exc)
             result.save_error = str(exc) or type(exc).__name__
@@ -418,6 +431,7 @@ async def deliver(
             prompt=prompt,
         )
         _record(notes, "what this payment bought", link)
+    result.notes = list(notes)
     content: list[ContentBlock] = []
     if saved is not None:
         preview = saved.preview
@@ -438,7 +452,9 @@ async def deliver(
     return CallToolResult(content=content, structured_content=result.model_dump(mode="json"))
 
 
-async def _download_and_save(spec: ToolSpec, url: str, services: Services, progress: Progress) -> SavedImage:
+async def _download_and_save(
+    spec: ToolSpec, url: str, services: Services, progress: Progress, output: OutputPlan | None
+) -> SavedImage:
     settings = services.settings
     await progress("downloading the image")
     image = await fetch_image(
@@ -446,7 +462,9 @@ async def _download_and_save(spec: ToolSpec, url: str, services: Services, progr
     )
     await progress("saving the image")
     directory = settings.output_dir.expanduser()
-    return await anyio.to_thread.run_sync(lambda: save_image(image, tool=spec.name, directory=directory))
+    return await anyio.to_thread.run_sync(
+        lambda: save_image(image, tool=spec.name, directory=directory, plan=output)
+    )
 
 
 def saved_file(saved: SavedImage) -> SavedFile:

@@ -80,7 +80,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     output_path     TEXT,
     output_sha256   TEXT,
     parent_id       INTEGER REFERENCES payments(id),
-    prompt          TEXT
+    prompt          TEXT,
+    payment_identifier TEXT
 )"""
 
 
@@ -126,9 +127,10 @@ END""",
 )
 
 #: PRAGMA user_version of a ledger in today's shape. 1 added counted_by_day; 2 is the state
-#: machine above (the statuses `reserved` and `released` are gone).
-SCHEMA_VERSION = 2
+#: machine above (the statuses `reserved` and `released` are gone); 3 added payment_identifier.
+SCHEMA_VERSION = 3
 
+#: The columns of a version 1 table, copied as they are (with the statuses mapped) into today's.
 _COLUMNS = (
     "id",
     "created_at",
@@ -196,6 +198,7 @@ class PaymentRow:
     output_sha256: str | None
     parent_id: int | None
     prompt: str | None
+    payment_identifier: str | None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> PaymentRow:
@@ -232,6 +235,7 @@ class SignedPayment:
     nonce: str
     valid_before: int
     signature: str
+    payment_identifier: str
 
 
 class Ledger:
@@ -260,7 +264,9 @@ class Ledger:
             if version >= SCHEMA_VERSION:
                 return
             exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payments'").fetchone()
-            if exists:
+            if exists and version == 2:
+                db.execute("ALTER TABLE payments ADD COLUMN payment_identifier TEXT")
+            elif exists:
                 # SQLite cannot change a CHECK in place: copy into a new table with today's statuses.
                 db.execute(_payments_table("payments_new"))
                 columns = ", ".join(_COLUMNS)
@@ -318,8 +324,8 @@ class Ledger:
                 raise BudgetExceeded(refusal)
             cursor = db.execute(
                 "INSERT INTO payments (created_at, updated_at, day, tool, url, request_digest, requirement, "
-                "x402_version, amount, network, asset, pay_to, payer, nonce, valid_before, status, signature) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'signed', ?)",
+                "x402_version, amount, network, asset, pay_to, payer, nonce, valid_before, status, signature, "
+                "payment_identifier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'signed', ?, ?)",
                 (
                     now,
                     now,
@@ -337,6 +343,7 @@ class Ledger:
                     payment.nonce,
                     payment.valid_before,
                     payment.signature,
+                    payment.payment_identifier,
                 ),
             )
             return int(cursor.lastrowid or 0)

@@ -67,6 +67,8 @@ class Payment:
     nonce: str
     valid_before: int
     x402_version: int
+    #: The id sent in the v2 payment-identifier extension (made for every payment, sent when offered).
+    payment_identifier: str
     #: The ledger's status for it (see ledger.py): signed until an outcome is known.
     status: Status = "signed"
     #: True/False from the settlement receipt; None when the server sent none.
@@ -221,7 +223,9 @@ class Payer:
             chosen, payer=wallet.address, now=int(self._clock()), nonce=secrets.token_bytes(32)
         )
         signature = wallet.sign_typed_data(protocol.typed_data(chosen, auth))
-        header_name, header_value = protocol.encode_payment(quote.challenge, chosen, auth, signature)
+        # Sent in the payment-identifier extension when the server offers it; identical on every re-send.
+        payment_id = "pay_" + secrets.token_hex(16)
+        header_name, header_value = protocol.encode_payment(quote.challenge, chosen, auth, signature, payment_id)
 
         # 2. Record it, in the transaction that re-checks every budget, before it can leave the process.
         signed = SignedPayment(
@@ -238,6 +242,7 @@ class Payer:
             nonce=auth.nonce,
             valid_before=auth.valid_before,
             signature=signature,
+            payment_identifier=payment_id,
         )
         try:
             # In a thread: its fsync must not hold up the answers other calls are waiting for.
@@ -254,6 +259,7 @@ class Payer:
             nonce=auth.nonce,
             valid_before=auth.valid_before,
             x402_version=quote.challenge.x402_version,
+            payment_identifier=payment_id,
         )
         log.info(
             "payment %d: signed %s USDC to %s on %s (nonce %s)",

@@ -36,6 +36,9 @@ MIN_VALIDITY_SECONDS = 30
 #: validAfter goes this far into the past, as the official clients do, to absorb clock skew.
 VALID_AFTER_SKEW_SECONDS = 600
 
+#: The v2 extension that lets a server recognise a re-sent payment (specs/extensions/payment_identifier.md).
+PAYMENT_IDENTIFIER = "payment-identifier"
+_PAYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _ATOMIC = re.compile(r"^[0-9]{1,78}$")
 _MAX_UINT256 = 2**256 - 1
@@ -57,8 +60,18 @@ class PaymentRequirement(BaseModel):
     raw: dict[str, Any]  # verbatim, for v2's `accepted`
 
 
+class PaymentIdentifierOffer(BaseModel):
+    """A v2 server's `payment-identifier` extension: it recognises a re-sent payment by its id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    required: bool
+    #: The JSON schema the server sent with it, echoed back as the spec shows.
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+
+
 class Challenge(BaseModel):
-    """A parsed 402: its version, the payable options and (v2) the resource object."""
+    """A parsed 402: its version, the payable options and (v2) the resource object and extensions."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -68,6 +81,7 @@ class Challenge(BaseModel):
     unreadable: tuple[str, ...] = ()
     resource: dict[str, Any] | None = None
     error: str | None = None
+    payment_identifier: PaymentIdentifierOffer | None = None
 
 
 class ChosenPayment(BaseModel):
@@ -234,7 +248,19 @@ def parse_challenge(headers: Mapping[str, str], body: bytes) -> Challenge:
         unreadable=tuple(unreadable),
         resource=resource if isinstance(resource, dict) else None,
         error=error if isinstance(error, str) else None,
+        payment_identifier=_payment_identifier_offer(document) if expected == 2 else None,
     )
+
+
+def _payment_identifier_offer(document: dict[str, Any]) -> PaymentIdentifierOffer | None:
+    """The `payment-identifier` extension if the server offers it well-formed; else None (ignored)."""
+    extensions = document.get("extensions")
+    offer = extensions.get(PAYMENT_IDENTIFIER) if isinstance(extensions, dict) else None
+    info = offer.get("info") if isinstance(offer, dict) else None
+    if not isinstance(offer, dict) or not isinstance(info, dict) or not isinstance(info.get("required"), bool):
+        return None
+    schema = offer.get("schema")
+    return PaymentIdentifierOffer(required=info["required"], schema=schema if isinstance(schema, dict) else None)
 
 
 # --- choose --------------------------------------------------------------------------------
@@ -379,8 +405,13 @@ def typed_data(chosen: ChosenPayment, auth: Authorization) -> dict[str, Any]:
 # --- encode --------------------------------------------------------------------------------
 
 
-def encode_payment(challenge: Challenge, chosen: ChosenPayment, auth: Authorization, signature: str) -> tuple[str, str]:
-    """The payment header (name, value) in the version the server asked in."""
+def encode_payment(
+    challenge: Challenge, chosen: ChosenPayment, auth: Authorization, signature: str, payment_id: str
+) -> tuple[str, str]:
+    """The payment header (name, value) in the version the server asked in.
+
+    `payment_id` goes into the v2 `payment-identifier` extension when the server offers it.
+    """
     payload = {"signature": signature, "authorization": auth.wire()}
     req = chosen.requirement
     if challenge.x402_version == 1:
@@ -394,6 +425,14 @@ def encode_payment(challenge: Challenge, chosen: ChosenPayment, auth: Authorizat
     document = {"x402Version": 2, "accepted": req.raw, "payload": payload}
     if challenge.resource is not None:
         document["resource"] = challenge.resource
+    offer = challenge.payment_identifier
+    if offer is not None:
+        if not _PAYMENT_ID.fullmatch(payment_id):
+            raise ValueError("a payment identifier is 16-128 letters, digits, '-' or '_'")
+        extension: dict[str, Any] = {"info": {"required": offer.required, "id": payment_id}}
+        if offer.schema_ is not None:
+            extension["schema"] = offer.schema_
+        document["extensions"] = {PAYMENT_IDENTIFIER: extension}
     return V2_PAYMENT_HEADER, encode_b64_json(document)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import json
 import logging
 import re
 import time
@@ -81,6 +83,8 @@ async def _produce(request: Request, route: str, state: SandboxState) -> dict[st
     if route in ("image-generate", "image-generate-pro"):
         gen = inputs.parse_generate(data, pro=route == "image-generate-pro")
         png = await run_in_threadpool(render.render_generate, gen.prompt, gen.width, gen.height, gen.seed)
+        if state.config.generate_size is not None:
+            png = await run_in_threadpool(render.render_other_size, png, state.config.generate_size)
         out = {
             "model": gen.model,
             "width": str(gen.width),
@@ -99,7 +103,8 @@ async def _produce(request: Request, route: str, state: SandboxState) -> dict[st
         if mask is None:
             png = await run_in_threadpool(render.render_edit, image, edit.prompt)
         else:
-            png = await run_in_threadpool(render.render_inpaint, image, mask, edit.prompt)
+            inpaint = render.render_inpaint_drifting if state.config.inpaint_drift else render.render_inpaint
+            png = await run_in_threadpool(inpaint, image, mask, edit.prompt)
         out = {"model": edit.model, "prompt": edit.prompt}
     else:
         rb = inputs.parse_remove_bg(data)
@@ -129,6 +134,18 @@ def _paid_endpoint(
         resource_url = str(request.url)
         if header is None:
             return challenge_response(config, route, resource_url)
+        payment_id = _payment_id(header[1]) if config.protocol == 2 and config.payment_identifier != "off" else None
+        if payment_id is not None:
+            # Looked up before verifying, as the extension says: a re-send may no longer verify.
+            state.note_payment_id(payment_id)
+            known = state.answer_for(payment_id)
+            if known is not None:
+                first_header, (status, headers, body) = known
+                if first_header != header[1]:
+                    return JSONResponse({"error": "payment id reused with another payload"}, status_code=409)
+                return Response(content=body, status_code=status, headers=headers)
+        elif config.protocol == 2 and config.payment_identifier == "required":
+            return JSONResponse({"error": "the payment-identifier extension requires an id"}, status_code=400)
 
         expected = Expected(
             protocol=config.protocol,
@@ -189,9 +206,21 @@ def _paid_endpoint(
             settlement.payer,
             settlement.transaction,
         )
-        return await _answer_after_settlement(request, state, route, result, settlement.transaction, payment)
+        return await _answer_after_settlement(
+            request, state, route, result, settlement.transaction, payment, (payment_id, header[1])
+        )
 
     return endpoint
+
+
+def _payment_id(header_value: str) -> str | None:
+    """The payment-identifier id a v2 payment header carries, if it is readable."""
+    with contextlib.suppress(ValueError, TypeError):
+        document = json.loads(base64.b64decode(header_value, validate=True))
+        identifier = document["extensions"]["payment-identifier"]["info"]["id"]
+        if isinstance(identifier, str) and 16 <= len(identifier) <= 128:
+            return identifier
+    return None
 
 
 def _refused(state: SandboxState, route: str, resource_url: str, exc: PaymentRejected) -> Response:
@@ -216,9 +245,27 @@ async def _answer_after_settlement(
     result: dict[str, Any],
     transaction: str,
     payment: VerifiedPayment,
+    payment_id: tuple[str | None, str],
 ) -> Response:
     config = state.config
     faults = config.faults
+    body = receipt(config, success=True, transaction=transaction, payer=payment.payer)
+    headers = {receipt_header_name(config.protocol): _b64_json(body)}
+    delay = config.async_jobs.get(route)
+    answer: Response
+    if delay is not None:
+        # An asynchronous endpoint: the paid request creates a job; the image comes later.
+        job_id = uuid.uuid4().hex
+        state.put_job(job_id, time.monotonic() + delay, result)
+        job = {"job_id": job_id, "status": "queued", "status_url": f"/jobs/{job_id}"}
+        answer = JSONResponse(job, status_code=202, headers=headers)
+    else:
+        answer = JSONResponse(result, headers=headers)
+    identifier, header = payment_id
+    if identifier is not None:
+        # Kept as sent, receipt included, so a re-send with the same id gets this very answer.
+        kept = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
+        state.remember_answer(identifier, header, (answer.status_code, kept, bytes(answer.body)))
     if "stall" in faults:
         await asyncio.sleep(config.stall_seconds)
     if faults & {"drop_after_settle", "drop_then_failure_receipt"}:
@@ -227,16 +274,7 @@ async def _answer_after_settlement(
         return JSONResponse({"error": "internal error after settlement (fault switch 500_after_settle)"}, 500)
     if "second_402" in faults:
         return challenge_response(config, route, str(request.url))
-    body = receipt(config, success=True, transaction=transaction, payer=payment.payer)
-    headers = {receipt_header_name(config.protocol): _b64_json(body)}
-    delay = config.async_jobs.get(route)
-    if delay is not None:
-        # An asynchronous endpoint: the paid request creates a job; the image comes later.
-        job_id = uuid.uuid4().hex
-        state.put_job(job_id, time.monotonic() + delay, result)
-        job = {"job_id": job_id, "status": "queued", "status_url": f"/jobs/{job_id}"}
-        return JSONResponse(job, status_code=202, headers=headers)
-    return JSONResponse(result, headers=headers)
+    return answer
 
 
 def _jobs_endpoint(state: SandboxState) -> Callable[[Request], Awaitable[Response]]:

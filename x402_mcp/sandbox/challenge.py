@@ -13,6 +13,12 @@ from .config import SandboxConfig
 from .facilitator import V2_CHALLENGE_HEADER, b64_json, receipt_header_name
 
 _MIME = "application/json"
+PAYMENT_IDENTIFIER_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {"required": {"type": "boolean"}, "id": {"type": "string", "minLength": 16, "maxLength": 128}},
+    "required": ["required"],
+}
 
 
 def _description(route: str) -> str:
@@ -99,12 +105,19 @@ def challenge_response(
     if config.protocol == 1:
         body = {"x402Version": 1, "error": error or "X-PAYMENT header is required", "accepts": accepts}
         return JSONResponse(body, status_code=402, headers=extra_headers)
-    required = {
+    required: dict[str, Any] = {
         "x402Version": 2,
         "error": error or "PAYMENT-SIGNATURE header is required",
         "resource": {"url": resource_url, "description": _description(route), "mimeType": _MIME},
         "accepts": accepts,
     }
+    if config.payment_identifier != "off":
+        required["extensions"] = {
+            "payment-identifier": {
+                "info": {"required": config.payment_identifier == "required"},
+                "schema": PAYMENT_IDENTIFIER_SCHEMA,
+            }
+        }
     headers = {V2_CHALLENGE_HEADER: b64_json(required), **extra_headers}
     return JSONResponse({"error": error} if error else {}, status_code=402, headers=headers)
 

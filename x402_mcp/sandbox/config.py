@@ -124,6 +124,9 @@ class SandboxConfig:
     # Routes that answer asynchronously: route -> seconds until the job's image is ready. The job is
     # paid (settled) when it is created; GET /jobs/{id} reports it, free.
     async_jobs: dict[str, float] = field(default_factory=dict)
+    # v2 only: advertise the payment-identifier extension ("optional" or "required"), answer a re-sent
+    # payment with the same id from cache, a different payload with that id 409, a missing required id 400.
+    payment_identifier: Literal["off", "optional", "required"] = "off"
     # GET /jobs/{id} answers 503 to this many polls first (a flaky status endpoint).
     job_poll_failures: int = 0
     # What a finished job reports: "succeeded" with its image, or "failed" (the upstream's own word).
@@ -132,6 +135,10 @@ class SandboxConfig:
     file_delay_seconds: float = 0.0
     # Settle on a real chain (see OnchainSettlement); None = the in-memory ledger, as always.
     onchain: OnchainSettlement | None = None
+    # image-inpaint repaints the whole picture slightly and answers at another size, as real models do.
+    inpaint_drift: bool = False
+    # The generate routes answer at this (width, height) whatever was asked; None = the size asked.
+    generate_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         # Fail at construction, not at the first request, so a typo in a test is obvious.

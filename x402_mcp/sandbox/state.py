@@ -55,6 +55,10 @@ class SandboxState:
         #: job id -> (monotonic time it is ready, its result)
         self._jobs: dict[str, tuple[float, dict[str, Any]]] = {}
         self.job_polls = 0
+        #: Every payment-identifier id a paid request carried, in order (re-sends included).
+        self.payment_ids_seen: list[str] = []
+        #: id -> (the exact payment header it came with, the answer sent: status, headers, body)
+        self._answers_by_payment_id: dict[str, tuple[str, tuple[int, dict[str, str], bytes]]] = {}
         # (authorizer, nonce), both lower-case, of every SETTLED authorization: what
         # `authorizationState` on the token answers. Reserved nonces are not in here.
         self._settled_authorizations: set[tuple[str, str]] = set()
@@ -67,6 +71,18 @@ class SandboxState:
             self.requests_seen += 1
             if with_payment_header:
                 self.payment_headers_seen += 1
+
+    def remember_answer(self, payment_id: str, header: str, answer: tuple[int, dict[str, str], bytes]) -> None:
+        with self._lock:
+            self._answers_by_payment_id.setdefault(payment_id, (header, answer))
+
+    def answer_for(self, payment_id: str) -> tuple[str, tuple[int, dict[str, str], bytes]] | None:
+        with self._lock:
+            return self._answers_by_payment_id.get(payment_id)
+
+    def note_payment_id(self, payment_id: str) -> None:
+        with self._lock:
+            self.payment_ids_seen.append(payment_id)
 
     def note_rejection(self, reason: str) -> None:
         with self._lock:
