@@ -1,4 +1,9 @@
-"""A tool call's image arguments turned into what its endpoint receives, before any payment."""
+"""A tool call's image arguments turned into what its endpoint receives, before any payment.
+
+Also decided here, before paying: where the result is saved (`save_as`, checked like an input) and
+what is done to the upstream's image before saving (the inpainting composite, a generated image
+fitted to the size asked).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from pathlib import Path
 
 import anyio
 
-from x402_mcp.catalog import ImageInpaintInput, ToolInput, ToolSpec
+from x402_mcp.catalog import GenerateInput, ImageInpaintInput, ToolInput, ToolSpec
 from x402_mcp.image_inputs import (
     ImageBytes,
     InputError,
@@ -18,8 +23,10 @@ from x402_mcp.image_inputs import (
     load_image,
     parse_upload_headers,
 )
+from x402_mcp.image_outputs import Finish, OutputPlan, check_save_as
+from x402_mcp.images.composite import Box, CropPlan, composite, crop_for_upstream, decode_upright, fit_cover, paste_back
 from x402_mcp.images.masks import MaskError, prepare_mask
-from x402_mcp.images.preview import ImageInfo
+from x402_mcp.images.preview import ImageError, ImageInfo
 from x402_mcp.payments.ledger import Ledger
 from x402_mcp.services import Services
 
@@ -31,6 +38,13 @@ class ResolvedInputs:
     #: The payment that made the source image, when it is one of ours (an edit chain).
     parent_id: int | None = None
     notes: tuple[str, ...] = ()
+    #: Where the result goes and what is done to it before it is saved.
+    output: OutputPlan = field(default_factory=OutputPlan)
+
+
+#: Longest side of a crop_to_mask upload: larger crops are scaled down to it (image models work
+#: at about 1-2 K px; a bigger upload only costs time).
+CROP_MAX_SIDE = 2048
 
 
 def _parent(ledger: Ledger, ref: str, image: ImageBytes | None) -> int | None:
@@ -47,8 +61,10 @@ async def resolve_inputs(
     spec: ToolSpec, arguments: ToolInput, services: Services, roots: Sequence[Path]
 ) -> ResolvedInputs:
     """Check every image argument and decide what to send; `InputError` names the field."""
+    target = check_save_as(arguments.save_as, arguments.overwrite, roots) if arguments.save_as else None
     if not spec.image_fields:
-        return ResolvedInputs()
+        fit = _fit_generated(arguments) if isinstance(arguments, GenerateInput) else None
+        return ResolvedInputs(output=OutputPlan(target, fit))
     settings = services.settings
     data_uri_ok = settings.data_uri_inputs if settings.data_uri_inputs is not None else spec.data_uri_inputs
     uploader = (
@@ -72,6 +88,7 @@ async def resolve_inputs(
             source, "image", data_uri_ok=data_uri_ok, uploader=uploader, http=services.public_http
         )
 
+    finish: Finish | None = None
     if isinstance(arguments, ImageInpaintInput):
         assert source is not None
         mask = await load_image(arguments.mask, "mask", roots=roots, http=services.public_http, max_bytes=limit)
@@ -89,8 +106,29 @@ async def resolve_inputs(
         if prepared.resized_from is not None:
             width, height = prepared.resized_from
             notes.append(f"mask resized from {width}x{height} to the image's {source.info.width}x{source.info.height}")
+        if arguments.mode != "replace":
+            notes.append(f"mode {arguments.mode}: the model was asked: {arguments.upstream_fields()['prompt']!r}")
+        box: Box | None = None
         unchanged = arguments.mask_convention == "white" and prepared.resized_from is None
-        if is_http_url(arguments.mask) and unchanged and not data_uri_ok and uploader is None:
+        if arguments.crop_to_mask:
+            crop = await anyio.to_thread.run_sync(lambda: _crop(source.data, prepared.png, arguments.padding))
+            box = crop.box
+            left, top, right, bottom = box
+            notes.append(
+                f"crop_to_mask: sent only {right - left}x{bottom - top} at ({left}, {top}) of the "
+                f"{source.info.width}x{source.info.height} image (the mask's box plus {arguments.padding} px)"
+                + (
+                    f", scaled to {crop.sent_size[0]}x{crop.sent_size[1]}"
+                    if crop.sent_size != (right - left, bottom - top)
+                    else ""
+                )
+            )
+            for name, png in (("image", crop.image_png), ("mask", crop.mask_png)):
+                piece = ImageBytes(png, _png_info(crop.sent_size), "data")
+                images[name] = await deliver(
+                    piece, name, data_uri_ok=data_uri_ok, uploader=uploader, http=services.public_http
+                )
+        elif is_http_url(arguments.mask) and unchanged and not data_uri_ok and uploader is None:
             # Nowhere to put the checked copy: the URL itself is fine as it is.
             images["mask"] = arguments.mask
         else:
@@ -98,9 +136,53 @@ async def resolve_inputs(
             images["mask"] = await deliver(
                 converted, "mask", data_uri_ok=data_uri_ok, uploader=uploader, http=services.public_http
             )
+        finish = _paste_back(source.data, prepared.png, arguments, box)
 
     parent = _parent(services.ledger, source_ref, source)
-    return ResolvedInputs(images, parent, tuple(notes))
+    return ResolvedInputs(images, parent, tuple(notes), OutputPlan(target, finish))
+
+
+def _crop(image: bytes, mask_png: bytes, padding: int) -> CropPlan:
+    try:
+        return crop_for_upstream(image, mask_png, padding=padding, max_side=CROP_MAX_SIDE)
+    except ImageError as exc:
+        raise InputError(f"image: {exc}") from None
+
+
+def _paste_back(source: bytes, mask_png: bytes, arguments: ImageInpaintInput, box: Box | None) -> Finish:
+    """The inpainting result put onto the source: through the feathered mask, or (preserve_unmasked=false) whole."""
+
+    def finish(result: bytes) -> tuple[bytes, tuple[str, ...]]:
+        if arguments.preserve_unmasked:
+            blur = arguments.mask_blur
+            out, changed = composite(source, mask_png, result, blur=blur, box=box)
+            if not changed:
+                return out, (
+                    "preserve_unmasked: the model kept every pixel outside the mask; its image is saved as is",
+                )
+            return out, (
+                f"preserve_unmasked: the model's result was pasted onto the source through the mask "
+                f"(feathered {blur:g} px), so every pixel outside the feathered mask is the source's own",
+            )
+        return paste_back(source, result, box=box), ("preserve_unmasked=false: the model's pixels are kept as painted",)
+
+    return finish
+
+
+def _fit_generated(arguments: GenerateInput) -> Finish:
+    """A generated image at another size than asked is scaled to cover the asked size and centre-cropped."""
+    asked = (arguments.width, arguments.height)
+
+    def finish(result: bytes) -> tuple[bytes, tuple[str, ...]]:
+        size = decode_upright(result, "result").size
+        if size == asked:
+            return result, ()
+        note = (
+            f"the upstream answered {size[0]}x{size[1]}; scaled and centre-cropped to the {asked[0]}x{asked[1]} asked"
+        )
+        return fit_cover(result, asked), (note,)
+
+    return finish
 
 
 def _png_info(size: tuple[int, int]) -> ImageInfo:

@@ -66,6 +66,12 @@ class ToolInput(BaseModel):
     save_as: SaveAs = None
     overwrite: Overwrite = False
 
+    @model_validator(mode="after")
+    def _save_as_saves(self) -> ToolInput:
+        if self.save_as is not None and not self.save:
+            raise ValueError("save_as needs save=true (save=false returns only the URL)")
+        return self
+
     def upstream_fields(self) -> dict[str, Any]:
         """The fields the upstream receives (before its image fields are added): unset optionals left out."""
         return {key: value for key, value in self.model_dump(exclude_none=True).items() if key not in self.LOCAL_FIELDS}

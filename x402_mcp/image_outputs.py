@@ -2,8 +2,10 @@
 
 The download goes through `net.public_client`: https to public addresses only (plain http only
 to the configured sandbox), each redirect hop checked, under a size cap and a timeout, and it
-must be an image. The file is named from the tool, the time and a short
-hash, is created exclusively (never overwriting), and always lands inside X402_OUTPUT_DIR.
+must be an image. Without `save_as` the file is named from the tool, the time and a short
+hash, is created exclusively (never overwriting), and always lands inside X402_OUTPUT_DIR (which
+gets a `.gitignore` of `*` when this server creates it). With `save_as` it goes where asked,
+confined to the same roots as inputs and checked before paying (`check_save_as`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +21,8 @@ from urllib.parse import urlsplit
 
 from x402_mcp import net
 from x402_mcp.errors import X402Error
-from x402_mcp.image_inputs import EXTENSIONS
+from x402_mcp.image_inputs import EXTENSIONS, InputError
+from x402_mcp.images.encode import FORMATS_BY_EXTENSION, convert_bytes, supported_extensions
 from x402_mcp.images.preview import ImageError, ImageInfo, Preview, inspect_image, make_preview
 
 if TYPE_CHECKING:
@@ -36,6 +40,64 @@ class SavedImage:
     size: int
     info: ImageInfo
     preview: Preview
+    #: What was done to the upstream's image before saving (composited, resized, converted).
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SaveTarget:
+    """A `save_as` file, checked before paying: where, in which format, and whether it may replace a file."""
+
+    path: Path
+    format: str
+    overwrite: bool
+
+
+#: Turns the upstream's image into the final one (e.g. the inpainting composite), saying what it did.
+Finish = Callable[[bytes], tuple[bytes, tuple[str, ...]]]
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """What happens to a paid result before it is saved, decided before paying."""
+
+    target: SaveTarget | None = None
+    finish: Finish | None = None
+
+
+def _within(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def check_save_as(raw: str, overwrite: bool, roots: Sequence[Path]) -> SaveTarget:
+    """Where `save_as` writes, refused (InputError naming save_as) unless safe: before any payment."""
+    if ".." in Path(raw).parts:
+        raise InputError(f"save_as: {raw} contains '..'; give the path without it")
+    extension = Path(raw).suffix.lower()
+    supported = supported_extensions()
+    if extension not in supported:
+        raise InputError(
+            f"save_as: {raw} has the extension {extension or '(none)'!r}; use one of {', '.join(supported)}"
+        )
+    candidate = Path(os.path.expanduser(raw))
+    if not candidate.is_absolute():
+        candidate = Path.cwd() / candidate
+    try:
+        real = Path(os.path.realpath(candidate))  # links followed: a link out of the roots is judged by its target
+    except (OSError, ValueError):
+        raise InputError(f"save_as: {raw[:200]!r} is not a usable file path") from None
+    real_roots = [Path(os.path.realpath(root)) for root in roots]
+    if not _within(real, real_roots):
+        allowed = ", ".join(str(root) for root in real_roots) or "(none)"
+        raise InputError(
+            f"save_as: {raw} is outside the folders this server may write ({allowed}). Give a path inside one "
+            "of them, or add its folder to X402_INPUT_ROOTS."
+        )
+    if real.is_dir():
+        raise InputError(f"save_as: {raw} is a directory; give a file name with an extension")
+    if real.exists() and not overwrite:
+        raise InputError(f"save_as: {raw} already exists; pass overwrite=true to replace it, or pick another name")
+    return SaveTarget(real, FORMATS_BY_EXTENSION[extension], overwrite)
 
 
 def check_download_url(url: str) -> None:
@@ -71,9 +133,17 @@ def output_name(tool: str, sha256: str, extension: str, now: float) -> str:
     return f"{tool.replace('_', '-')}-{stamp}-{sha256[:8]}.{extension}"
 
 
+def ensure_output_dir(directory: Path) -> None:
+    """Create X402_OUTPUT_DIR if needed; one this server creates ignores itself in git (`*`)."""
+    if directory.is_dir():
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / ".gitignore").write_text("# Images saved by x402-image-mcp.\n*\n")
+
+
 def write_exclusive(directory: Path, name: str, data: bytes) -> Path:
     """Create a new file in `directory` (never overwriting), adding -2, -3 … when the name is taken."""
-    directory.mkdir(parents=True, exist_ok=True)
+    ensure_output_dir(directory)
     root = directory.resolve()
     stem, dot, extension = name.rpartition(".")
     for attempt in range(1, 1000):
@@ -90,13 +160,43 @@ def write_exclusive(directory: Path, name: str, data: bytes) -> Path:
     raise OutputError(f"could not find a free file name in {root}")
 
 
-def save_image(data: bytes, *, tool: str, directory: Path, now: float | None = None) -> SavedImage:
-    """Check, save and preview bytes already downloaded (CPU and disk work: run it in a thread)."""
+def write_target(target: SaveTarget, data: bytes) -> Path:
+    """Write a `save_as` file whole or not at all: a temporary file beside it, then renamed into place."""
+    path = target.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
     try:
+        if target.overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)  # fails if a file appeared there since the check
+    except FileExistsError:
+        raise OutputError(f"{path} appeared while the image was made; it was left as it is") from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def save_image(
+    data: bytes, *, tool: str, directory: Path, now: float | None = None, plan: OutputPlan | None = None
+) -> SavedImage:
+    """Finish, check, save and preview bytes already downloaded (CPU and disk work: run it in a thread)."""
+    notes: tuple[str, ...] = ()
+    try:
+        inspect_image(data)
+        if plan is not None and plan.finish is not None:
+            data, notes = plan.finish(data)
+        if plan is not None and plan.target is not None:
+            data = convert_bytes(data, plan.target.format)
         info = inspect_image(data)
     except ImageError as exc:
         raise OutputError(f"the upstream's file is not a usable image ({exc})") from None
     digest = hashlib.sha256(data).hexdigest()
-    extension = EXTENSIONS.get(info.mime_type, info.format.lower() or "img")
-    path = write_exclusive(directory, output_name(tool, digest, extension, now or time.time()), data)
-    return SavedImage(path, digest, len(data), info, make_preview(data))
+    if plan is not None and plan.target is not None:
+        path = write_target(plan.target, data)
+    else:
+        extension = EXTENSIONS.get(info.mime_type, info.format.lower() or "img")
+        path = write_exclusive(directory, output_name(tool, digest, extension, now or time.time()), data)
+    return SavedImage(path, digest, len(data), info, make_preview(data), notes)

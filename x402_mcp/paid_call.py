@@ -462,9 +462,7 @@ async def _download_and_save(
     )
     await progress("saving the image")
     directory = settings.output_dir.expanduser()
-    return await anyio.to_thread.run_sync(
-        lambda: save_image(image, tool=spec.name, directory=directory, plan=output)
-    )
+    return await anyio.to_thread.run_sync(lambda: save_image(image, tool=spec.name, directory=directory, plan=output))
 
 
 def saved_file(saved: SavedImage) -> SavedFile:

@@ -158,3 +158,28 @@ def render_remove_bg(data: bytes) -> bytes:
     keep = distance.point([0] * (BACKGROUND_TOLERANCE + 1) + [255] * (255 - BACKGROUND_TOLERANCE))
     rgba.putalpha(ImageChops.darker(rgba.getchannel("A"), keep))
     return _to_png(rgba)
+
+
+def render_inpaint_drifting(image: bytes, mask: bytes, prompt: str) -> bytes:
+    """As real image models do: the masked region repainted, and the whole picture slightly changed too.
+
+    Every pixel is brightened a little and the answer comes at the next multiple of 64 in each side,
+    so a client that keeps the upstream's pixels loses the source's exact colours and size.
+    """
+    from PIL import Image
+
+    painted = decode_image("image_url", render_inpaint(image, mask, prompt))
+    brighter = [band.point(lambda v: min(255, v + 7)) for band in painted.split()]
+    if painted.mode == "RGBA":
+        brighter[3] = painted.getchannel("A")  # transparency is kept
+    shifted = Image.merge(painted.mode, brighter)
+    width, height = shifted.size
+    drifted = shifted.resize((-(-width // 64) * 64, -(-height // 64) * 64), Image.Resampling.BILINEAR)
+    return _to_png(drifted)
+
+
+def render_other_size(png: bytes, size: tuple[int, int]) -> bytes:
+    """A generated image answered at `size` instead of the size asked (as models with fixed sizes do)."""
+    from PIL import Image
+
+    return _to_png(decode_image("image", png).resize(size, Image.Resampling.BILINEAR))
