@@ -83,7 +83,7 @@ MIN_SIDE, MAX_SIDE, SIZE_STEP, DEFAULT_LONG_SIDE = 256, 2048, 16, 1024
 
 
 def _snap(value: float) -> int:
-    return max(SIZE_STEP, round(value / SIZE_STEP) * SIZE_STEP)
+    return max(SIZE_STEP, int(value / SIZE_STEP + 0.5) * SIZE_STEP)  # halves round up
 
 
 def size_for_aspect(ratio: str, width: int | None, height: int | None) -> tuple[int, int]:
