@@ -43,12 +43,19 @@ def log(message: str) -> None:
 
 
 def commit_of(tree: Path | None) -> str:
-    """The short commit a tree is checked out at (this repository's HEAD for None)."""
+    """The short commit a tree is checked out at (this checkout's for None), and whether its package differs."""
     where = Path(__file__).resolve().parent.parent if tree is None else tree
     completed = subprocess.run(
         ["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
-    return completed.stdout.strip() or "?"
+    changed = subprocess.run(
+        ["git", "-C", str(where), "status", "--porcelain", "--", "x402_mcp"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    dirty = " + uncommitted changes to x402_mcp/" if changed.stdout.strip() else ""
+    return (completed.stdout.strip() or "?") + dirty
 
 
 def _rotated(items: list[Any], round_index: int) -> list[Any]:

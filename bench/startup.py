@@ -58,8 +58,9 @@ def _env(home: Path, tree: Path | None) -> dict[str, str]:
         "X402_DATA_DIR": str(home / "data"),
         "X402_RPC_URL": CLOSED_RPC,
     }
-    if tree is not None:  # `x402_mcp` from that checkout (bench/trees.py); the cwd is a fresh temp dir
-        env["PYTHONPATH"] = str(package_dir(tree))
+    # `x402_mcp` from this checkout, or from `tree` (bench/trees.py), never from wherever the venv's
+    # editable install points; the cwd is a fresh temp dir.
+    env["PYTHONPATH"] = str(REPO) if tree is None else str(package_dir(tree))
     return env
 
 
