@@ -1,28 +1,8 @@
-"""The durable record of every payment, in SQLite (WAL, synchronous=FULL): one state machine.
+"""The SQLite backend (WAL, synchronous=FULL): the embedded default, one file per machine.
 
-A row is written, in one IMMEDIATE transaction with the budget check, before its signed header
-leaves the process: concurrent calls (tasks, threads, other processes sharing the file) can never
-overshoot a budget, and a crash loses no record. From then on the payment counts against every
-budget until it is proven settled or proven unusable:
-
-==========  ===========================================================  =======  ====================
-status      what is known                                                counted  moves to
-==========  ===========================================================  =======  ====================
-signed      recorded before its header left; no outcome yet (or the      yes      settled, declined,
-            process died waiting)                                                 unknown, expired
-unknown     the header may have arrived; no readable outcome (lost       yes      settled, expired
-            answer, timeout, 5xx, an answer without a receipt)
-declined    the upstream sent a failure receipt: its word, not proof;    yes      settled, expired
-            the signed authorization stays usable until valid_before
-settled     a success receipt, or the chain says the nonce is used       yes      (final)
-expired     valid_before passed and the chain says the nonce is unused:  no       (final)
-            it can never settle
-==========  ===========================================================  =======  ====================
-
-The payer makes the first three moves (from `signed`); reconciliation (reconcile.py) makes the
-moves to settled and expired from the chain. A weaker word never overwrites a stronger one: a late
-"no answer" leaves a settled, declined or expired row as it is. Each method is one short
-synchronous transaction with no await inside, so coroutines cannot interleave within one.
+The state machine is in __init__.py. Concurrent writers (tasks, threads, other processes sharing
+the file) serialise on IMMEDIATE transactions; counted_by_day and counted_by_user_day are kept by
+triggers in the same transaction as the row that changes them.
 """
 
 from __future__ import annotations
@@ -34,16 +14,20 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from x402_mcp.payments.ledger.records import (
+    SCHEMA_VERSION,
+    STATUSES,
+    UNRESOLVED,
+    BudgetExceeded,
+    JobRow,
+    PaymentRow,
+    SignedPayment,
+    Status,
+)
 from x402_mcp.payments.policy import COUNTED_STATUSES, Policy, Spending, budget_refusal, utc_day
-
-Status = Literal["signed", "unknown", "declined", "settled", "expired"]
-STATUSES: tuple[Status, ...] = ("signed", "unknown", "declined", "settled", "expired")
-#: Statuses whose outcome is not final: reconciliation looks at these.
-UNRESOLVED: tuple[Status, ...] = ("signed", "unknown", "declined")
 
 
 def _in(statuses: tuple[str, ...]) -> str:
@@ -81,7 +65,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     output_sha256   TEXT,
     parent_id       INTEGER REFERENCES payments(id),
     prompt          TEXT,
-    payment_identifier TEXT
+    payment_identifier TEXT,
+    user_name       TEXT NOT NULL DEFAULT ''
 )"""
 
 
@@ -106,29 +91,37 @@ SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS payments_image_url ON payments(image_url)",
     "CREATE INDEX IF NOT EXISTS payments_output_sha256 ON payments(output_sha256)",
     "CREATE TABLE IF NOT EXISTS counted_by_day (day TEXT PRIMARY KEY, amount INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS counted_by_user_day (day TEXT NOT NULL, user_name TEXT NOT NULL, "
+    "amount INTEGER NOT NULL, PRIMARY KEY (day, user_name)) WITHOUT ROWID",
     f"""CREATE TRIGGER IF NOT EXISTS counted_on_insert AFTER INSERT ON payments
 WHEN NEW.status IN {_COUNTED}
 BEGIN
     INSERT INTO counted_by_day (day, amount) VALUES (NEW.day, NEW.amount)
         ON CONFLICT (day) DO UPDATE SET amount = amount + excluded.amount;
+    INSERT INTO counted_by_user_day (day, user_name, amount) VALUES (NEW.day, NEW.user_name, NEW.amount)
+        ON CONFLICT (day, user_name) DO UPDATE SET amount = amount + excluded.amount;
 END""",
-    f"""CREATE TRIGGER IF NOT EXISTS counted_on_update AFTER UPDATE OF status, amount, day ON payments
+    f"""CREATE TRIGGER IF NOT EXISTS counted_on_update AFTER UPDATE OF status, amount, day, user_name ON payments
 WHEN (OLD.status IN {_COUNTED}) != (NEW.status IN {_COUNTED}) OR OLD.amount != NEW.amount OR OLD.day != NEW.day
+    OR OLD.user_name != NEW.user_name
 BEGIN
     UPDATE counted_by_day SET amount = amount - OLD.amount WHERE day = OLD.day AND OLD.status IN {_COUNTED};
+    UPDATE counted_by_user_day SET amount = amount - OLD.amount
+        WHERE day = OLD.day AND user_name = OLD.user_name AND OLD.status IN {_COUNTED};
     INSERT INTO counted_by_day (day, amount) SELECT NEW.day, NEW.amount WHERE NEW.status IN {_COUNTED}
         ON CONFLICT (day) DO UPDATE SET amount = amount + excluded.amount;
+    INSERT INTO counted_by_user_day (day, user_name, amount)
+        SELECT NEW.day, NEW.user_name, NEW.amount WHERE NEW.status IN {_COUNTED}
+        ON CONFLICT (day, user_name) DO UPDATE SET amount = amount + excluded.amount;
 END""",
     f"""CREATE TRIGGER IF NOT EXISTS counted_on_delete AFTER DELETE ON payments
 WHEN OLD.status IN {_COUNTED}
 BEGIN
     UPDATE counted_by_day SET amount = amount - OLD.amount WHERE day = OLD.day;
+    UPDATE counted_by_user_day SET amount = amount - OLD.amount WHERE day = OLD.day AND user_name = OLD.user_name;
 END""",
 )
-
-#: PRAGMA user_version of a ledger in today's shape. 1 added counted_by_day; 2 is the state
-#: machine above (the statuses `reserved` and `released` are gone); 3 added payment_identifier.
-SCHEMA_VERSION = 3
+_TRIGGERS = ("counted_on_insert", "counted_on_update", "counted_on_delete")
 
 #: The columns of a version 1 table, copied as they are (with the statuses mapped) into today's.
 _COLUMNS = (
@@ -169,78 +162,11 @@ _STATUS_FROM_V1 = (
 )
 
 
-class BudgetExceeded(Exception):
-    """The payment would break a budget; nothing was written."""
-
-
-@dataclass(frozen=True)
-class PaymentRow:
-    id: int
-    created_at: float
-    updated_at: float
-    day: str
-    tool: str
-    url: str
-    request_digest: str
-    x402_version: int
-    amount: int
-    network: str
-    asset: str
-    pay_to: str
-    payer: str
-    nonce: str
-    valid_before: int
-    status: Status
-    transaction_hash: str | None
-    note: str | None
-    image_url: str | None
-    output_path: str | None
-    output_sha256: str | None
-    parent_id: int | None
-    prompt: str | None
-    payment_identifier: str | None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> PaymentRow:
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
-
-
-@dataclass(frozen=True)
-class JobRow:
-    job_id: str
-    payment_id: int
-    tool: str
-    status_url: str
-    status: str
-    save: bool
-    created_at: float
-    updated_at: float
-    result: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class SignedPayment:
-    """One signed authorization, as the ledger records it before it leaves the process."""
-
-    tool: str
-    url: str
-    request_digest: str
-    requirement: dict[str, Any]
-    x402_version: int
-    amount: int
-    network: str
-    asset: str
-    pay_to: str
-    payer: str
-    nonce: str
-    valid_before: int
-    signature: str
-    payment_identifier: str
-
-
 class Ledger:
-    def __init__(self, path: Path, *, clock: Any = time.time) -> None:
+    def __init__(self, path: Path, *, user: str = "", clock: Any = time.time) -> None:
         self.path = path
+        self.where = str(path)
+        self.user = user
         self._clock = clock
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -264,8 +190,10 @@ class Ledger:
             if version >= SCHEMA_VERSION:
                 return
             exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'payments'").fetchone()
-            if exists and version == 2:
-                db.execute("ALTER TABLE payments ADD COLUMN payment_identifier TEXT")
+            if exists and version in (2, 3):
+                if version == 2:
+                    db.execute("ALTER TABLE payments ADD COLUMN payment_identifier TEXT")
+                db.execute("ALTER TABLE payments ADD COLUMN user_name TEXT NOT NULL DEFAULT ''")
             elif exists:
                 # SQLite cannot change a CHECK in place: copy into a new table with today's statuses.
                 db.execute(_payments_table("payments_new"))
@@ -275,12 +203,19 @@ class Ledger:
                 db.execute("DROP TABLE payments")
                 db.execute("ALTER TABLE payments_new RENAME TO payments")
                 db.execute("DROP INDEX IF EXISTS payments_day")  # what budget reads used before counted_by_day
+            for trigger in _TRIGGERS:  # today's triggers also keep counted_by_user_day
+                db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
             for statement in SCHEMA:
                 db.execute(statement)
             db.execute("DELETE FROM counted_by_day")
             db.execute(
                 "INSERT INTO counted_by_day (day, amount) "
                 f"SELECT day, SUM(amount) FROM payments WHERE status IN {_COUNTED} GROUP BY day"
+            )
+            db.execute("DELETE FROM counted_by_user_day")
+            db.execute(
+                "INSERT INTO counted_by_user_day (day, user_name, amount) "
+                f"SELECT day, user_name, SUM(amount) FROM payments WHERE status IN {_COUNTED} GROUP BY day, user_name"
             )
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -301,10 +236,17 @@ class Ledger:
             self._db.execute("COMMIT")
 
     def _spending(self, db: sqlite3.Connection, day: str) -> Spending:
-        """Today's counted total and the all-time one (one row per day: see counted_by_day)."""
+        """Today's counted total, this user's and the all-time one (one row per day: see counted_by_day)."""
         row = db.execute("SELECT amount FROM counted_by_day WHERE day = ?", (day,)).fetchone()
+        mine = db.execute(
+            "SELECT amount FROM counted_by_user_day WHERE day = ? AND user_name = ?", (day, self.user)
+        ).fetchone()
         total = db.execute("SELECT COALESCE(SUM(amount), 0) FROM counted_by_day").fetchone()[0]
-        return Spending(today=int(row[0]) if row is not None else 0, total=int(total))
+        return Spending(
+            today=int(row[0]) if row is not None else 0,
+            total=int(total),
+            user_today=int(mine[0]) if mine is not None else 0,
+        )
 
     def spending(self) -> Spending:
         """What counts against the budgets now."""
@@ -325,7 +267,8 @@ class Ledger:
             cursor = db.execute(
                 "INSERT INTO payments (created_at, updated_at, day, tool, url, request_digest, requirement, "
                 "x402_version, amount, network, asset, pay_to, payer, nonce, valid_before, status, signature, "
-                "payment_identifier) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'signed', ?, ?)",
+                "payment_identifier, user_name) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'signed', ?, ?, ?)",
                 (
                     now,
                     now,
@@ -344,6 +287,7 @@ class Ledger:
                     payment.valid_before,
                     payment.signature,
                     payment.payment_identifier,
+                    self.user,
                 ),
             )
             return int(cursor.lastrowid or 0)
