@@ -27,7 +27,7 @@ from x402_mcp.image_outputs import Finish, OutputPlan, check_save_as
 from x402_mcp.images.composite import Box, CropPlan, composite, crop_for_upstream, decode_upright, fit_cover, paste_back
 from x402_mcp.images.masks import MaskError, prepare_mask
 from x402_mcp.images.preview import ImageError, ImageInfo
-from x402_mcp.payments.ledger import Ledger
+from x402_mcp.payments.ledger import LedgerStore
 from x402_mcp.services import Services
 
 
@@ -40,6 +40,8 @@ class ResolvedInputs:
     notes: tuple[str, ...] = ()
     #: Where the result goes and what is done to it before it is saved.
     output: OutputPlan = field(default_factory=OutputPlan)
+    #: With n > 1 variants: one plan per variant (save_as names numbered -1, -2, ...), all checked now.
+    variant_outputs: tuple[OutputPlan, ...] = ()
 
 
 #: Longest side of a crop_to_mask upload: larger crops are scaled down to it (image models work
@@ -47,7 +49,7 @@ class ResolvedInputs:
 CROP_MAX_SIDE = 2048
 
 
-def _parent(ledger: Ledger, ref: str, image: ImageBytes | None) -> int | None:
+def _parent(ledger: LedgerStore, ref: str, image: ImageBytes | None) -> int | None:
     if is_http_url(ref):
         found = ledger.find_output(image_url=ref)
         if found is not None:
@@ -61,10 +63,24 @@ async def resolve_inputs(
     spec: ToolSpec, arguments: ToolInput, services: Services, roots: Sequence[Path]
 ) -> ResolvedInputs:
     """Check every image argument and decide what to send; `InputError` names the field."""
-    target = check_save_as(arguments.save_as, arguments.overwrite, roots) if arguments.save_as else None
+    single = getattr(arguments, "n", 1) == 1  # variants get numbered names instead (below)
+    target = check_save_as(arguments.save_as, arguments.overwrite, roots) if arguments.save_as and single else None
     if not spec.image_fields:
-        fit = _fit_generated(arguments) if isinstance(arguments, GenerateInput) else None
-        return ResolvedInputs(output=OutputPlan(target, fit))
+        if not isinstance(arguments, GenerateInput):
+            return ResolvedInputs(output=OutputPlan(target))
+        fit = _fit_generated(arguments)
+        variants: tuple[OutputPlan, ...] = ()
+        if arguments.n > 1:
+            variants = tuple(
+                OutputPlan(
+                    check_save_as(numbered(arguments.save_as, i), arguments.overwrite, roots)
+                    if arguments.save_as
+                    else None,
+                    fit,
+                )
+                for i in range(1, arguments.n + 1)
+            )
+        return ResolvedInputs(output=OutputPlan(target, fit), variant_outputs=variants)
     settings = services.settings
     data_uri_ok = settings.data_uri_inputs if settings.data_uri_inputs is not None else spec.data_uri_inputs
     uploader = (
@@ -140,6 +156,12 @@ async def resolve_inputs(
 
     parent = _parent(services.ledger, source_ref, source)
     return ResolvedInputs(images, parent, tuple(notes), OutputPlan(target, finish))
+
+
+def numbered(path: str, index: int) -> str:
+    """`hero.png` -> `hero-2.png`: where variant `index` of a save_as is written."""
+    stem, dot, extension = path.rpartition(".")
+    return f"{stem}-{index}{dot}{extension}" if dot else f"{path}-{index}"
 
 
 def _crop(image: bytes, mask_png: bytes, padding: int) -> CropPlan:
