@@ -259,3 +259,12 @@ def test_the_catalog_file_is_read_from_the_user_level_settings_file(
     user_file.write_text(f"X402_CATALOG_FILE={catalog}\n")
     monkeypatch.setenv("X402_ENV_FILE", str(user_file))
     assert load_settings().catalog_file == catalog
+
+
+async def test_quote_prices_a_catalog_tool_without_paying(sandbox: RunningSandbox, key: str, tmp_path: Path) -> None:
+    catalog = write_catalog(tmp_path, generate_entry("/image-generate"))
+    result = await call(sandbox, key, catalog, "quote", {"tool": "my_generate", "arguments": {"prompt": "a boat"}})
+    assert not result.is_error, text_of(result)
+    quoted = result.structured_content
+    assert (quoted["amount_usdc"], quoted["pay_to"], quoted["allowed"]) == ("0.01", sandbox.config.pay_to, True)
+    assert sandbox.state.payment_headers_seen == 0 and sandbox.state.settlements == []

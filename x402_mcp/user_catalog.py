@@ -113,8 +113,7 @@ def _inside_subtable(lines: list[str], start: int, number: int) -> bool:
 
 
 @lru_cache(maxsize=16)
-def _load_cached(path: Path, mtime_ns: int, size: int) -> tuple[UserToolSpec, ...]:
-    del mtime_ns, size  # the cache key only: an edited file is read again
+def _load_cached(path: Path) -> tuple[UserToolSpec, ...]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -132,13 +131,15 @@ def _load_cached(path: Path, mtime_ns: int, size: int) -> tuple[UserToolSpec, ..
 
 
 def load_user_catalog(path: Path) -> tuple[UserToolSpec, ...]:
-    """The tools of a catalog file, or `CatalogError` naming its line and field. Read once per version."""
+    """The tools of a catalog file, or `CatalogError` naming its line and field.
+
+    Read once per process, when the settings load: the tools served and the ones `quote` or a
+    resumed job look up stay the same until a restart, whatever happens to the file meanwhile.
+    """
     path = path.expanduser().absolute()
-    try:
-        stat = path.stat()
-    except OSError:
-        raise CatalogError(f"{path}: no catalog file there; create it or unset X402_CATALOG_FILE") from None
-    return _load_cached(path, stat.st_mtime_ns, stat.st_size)
+    if not path.is_file():
+        raise CatalogError(f"{path}: no catalog file there; create it or unset X402_CATALOG_FILE")
+    return _load_cached(path)
 
 
 class _Parser:
