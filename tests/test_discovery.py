@@ -366,3 +366,20 @@ def test_the_discover_command_lists_without_paying(tripwire: tuple[str, list[str
     assert [endpoint["resource"] for endpoint in found["endpoints"]] == [f"{trip_url}/v1/upscale"]
     assert text.returncode == 0 and "price 0.02 USDC on base" in text.stdout and "[[tool]]" in text.stdout
     assert trip_seen == []
+
+
+async def test_ready_entries_get_names_a_catalog_file_accepts(tripwire: tuple[str, list[str]], tmp_path: Path) -> None:
+    trip_url, trip_seen = tripwire
+    resources = [f"{trip_url}/a/generate", f"{trip_url}/b/generate", f"{trip_url}/image-generate", f"{trip_url}/"]
+    with http_server(paged([v1_item(url) for url in resources], 10, [])) as (origin, _):
+        services = Services(settings_with(f"{origin}/discovery/resources"), httpx.AsyncClient())
+        try:
+            found = await discovery.discover(services)
+        finally:
+            await services.aclose()
+            await services.http.aclose()
+    path = tmp_path / "all.toml"
+    path.write_text("\n".join(endpoint.catalog_entry for endpoint in found.endpoints))
+    names = [tool.name for tool in load_user_catalog(path)]  # one file holding them all loads
+    assert names == ["generate", "generate_2", "image_generate_2", "x402_127_0_0_1"]
+    assert trip_seen == []

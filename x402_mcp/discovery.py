@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-from x402_mcp.catalog import ToolInput
+from x402_mcp.catalog import CATALOG, ToolInput
 from x402_mcp.config import is_loopback_host
 from x402_mcp.payments.assets import USDC, format_usdc, network_named
+from x402_mcp.user_catalog import FREE_TOOL_NAMES
 
 if TYPE_CHECKING:
     from x402_mcp.services import Services
@@ -227,7 +228,6 @@ def _described(
         inputs=inputs,
         catalog_entry="",
     )
-    endpoint.catalog_entry = catalog_entry(endpoint)
     return endpoint
 
 
@@ -244,14 +244,24 @@ def tool_name_for(resource: str) -> str:
     return (name if len(name) >= 3 else f"x402_{name}".rstrip("_"))[:64]
 
 
-def catalog_entry(endpoint: DiscoveredEndpoint) -> str:
+def unique_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base_2`, `base_3`…: not a built-in's nor a free tool's name, nor one already given."""
+    name, number = base, 1
+    while name in taken:
+        number += 1
+        name = f"{base[:60]}_{number}"
+    taken.add(name)
+    return name
+
+
+def catalog_entry(endpoint: DiscoveredEndpoint, name: str) -> str:
     """A [[tool]] entry for the catalog file, its ceiling the listed price (review it before adding it)."""
     lines = (
         ["[[tool]]"] if endpoint.price_usdc else ["# Not a known USDC asset: this server pays USDC only.", "[[tool]]"]
     )
     ceiling = endpoint.price_usdc or "0.01"
     lines += [
-        f"name = {_toml_string(tool_name_for(endpoint.resource))}",
+        f"name = {_toml_string(name)}",
         f"url = {_toml_string(endpoint.resource)}",
         f"description = {_toml_string(endpoint.description or 'An x402 image endpoint found by discovery.')}",
         f"ceiling_usdc = {_toml_string(ceiling)}",
@@ -341,6 +351,7 @@ async def discover(services: Services, *, query: str | None = None, limit: int =
     url = _search_url(base) if query else base
     endpoints: list[DiscoveredEndpoint] = []
     seen: set[str] = set()
+    names = {tool.name for tool in CATALOG} | set(FREE_TOOL_NAMES)  # an entry named like these would be refused
     scanned = skipped = pages = offset = 0
     while pages < MAX_PAGES and len(endpoints) < limit:
         params: dict[str, str | int] = {"type": "http", "limit": PAGE_SIZE, "offset": offset}
@@ -357,6 +368,7 @@ async def discover(services: Services, *, query: str | None = None, limit: int =
                 continue
             if endpoint.resource not in seen and len(endpoints) < limit:
                 seen.add(endpoint.resource)
+                endpoint.catalog_entry = catalog_entry(endpoint, unique_name(tool_name_for(endpoint.resource), names))
                 endpoints.append(endpoint)
         offset += len(items)
         total = _amount(_dig(data, "pagination", "total"))
