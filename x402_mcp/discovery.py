@@ -256,9 +256,10 @@ def unique_name(base: str, taken: set[str]) -> str:
 
 def catalog_entry(endpoint: DiscoveredEndpoint, name: str) -> str:
     """A [[tool]] entry for the catalog file, its ceiling the listed price (review it before adding it)."""
-    lines = (
-        ["[[tool]]"] if endpoint.price_usdc else ["# Not a known USDC asset: this server pays USDC only.", "[[tool]]"]
-    )
+    lines = [] if endpoint.price_usdc else ["# Not a known USDC asset: this server pays USDC only."]
+    if endpoint.method not in (None, "POST"):
+        lines.append(f"# The listing says {endpoint.method}; catalog tools send a JSON POST body.")
+    lines.append("[[tool]]")
     ceiling = endpoint.price_usdc or "0.01"
     lines += [
         f"name = {_toml_string(name)}",
@@ -397,6 +398,7 @@ def discovery_text(result: DiscoveryResult) -> str:
         if endpoint.inputs:
             fields = ", ".join(f"{f.name} ({f.type}{', required' if f.required else ''})" for f in endpoint.inputs)
             lines.append(f"  inputs: {fields}")
-        lines.append("  catalog entry:\n" + "\n".join("    " + line for line in endpoint.catalog_entry.splitlines()))
+        entry = "\n".join(f"    {line}" if line else "" for line in endpoint.catalog_entry.splitlines())
+        lines.append(f"  catalog entry:\n{entry}")
     lines.append(f"\n{result.note}")
     return "\n".join(lines)
