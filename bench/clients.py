@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from bench.common import BENCH_KEY
+from bench.trees import encode_payment
 
 Call = Callable[[], Awaitable[None]]
 Close = Callable[[], Awaitable[None]]
@@ -88,7 +89,7 @@ def dummy_payment_header(status_402: httpx.Response) -> tuple[str, str]:
     auth = protocol.build_authorization(
         chosen, payer="0x" + "12" * 20, now=1_700_000_000, nonce=secrets.token_bytes(32)
     )
-    return protocol.encode_payment(challenge, chosen, auth, "0x" + "11" * 65, "pay_" + "0" * 32)
+    return encode_payment(challenge, chosen, auth, "0x" + "11" * 65)
 
 
 async def make_floor(url: str, transport: httpx.AsyncBaseTransport | None = None) -> tuple[Call, Close]:
@@ -137,7 +138,7 @@ async def make_rules_floor(
         )
         signature = wallet.sign_typed_data(protocol.typed_data(chosen, auth))
         db.execute("INSERT INTO signed VALUES (?, ?, ?)", (auth.nonce, auth.value, signature))
-        name, value = protocol.encode_payment(challenge, chosen, auth, signature, "pay_" + "0" * 32)
+        name, value = encode_payment(challenge, chosen, auth, signature)
         paid = await http.post(url, json=BODY, headers={name: value})
         if unpaid.status_code != 402 or paid.status_code != 200:
             raise RuntimeError(f"rules floor: unexpected answers {unpaid.status_code}, {paid.status_code}")

@@ -31,7 +31,7 @@ import httpx
 
 from bench.clients import BODY, MOCK_URL, PRICE, ecc_backend, http_client, make, policy, replay_transport
 from bench.common import BENCH_KEY, median
-from bench.trees import imported_package
+from bench.trees import encode_payment, imported_package
 
 
 def _per_call(fn: Callable[[], Any], n: int) -> tuple[float, float]:
@@ -112,7 +112,7 @@ def split(n: int, protocol_version: int) -> dict[str, Any]:
         )
         protocol.typed_data(ch_chosen, auth)
         request_digest(MOCK_URL, BODY)
-        protocol.encode_payment(ch, ch_chosen, auth, "0x" + "11" * 65, "pay_" + "0" * 32)
+        encode_payment(ch, ch_chosen, auth, "0x" + "11" * 65)
         protocol.decode_receipt(paid.headers)
 
     messages = iter([protocol.typed_data(chosen, fresh_authorization()) for _ in range(n)])

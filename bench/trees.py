@@ -5,8 +5,9 @@ older commit, say) and everything else, `bench` and the venv's packages included
 The checkout's own `bench/` must not shadow this one, so the worker's sys.path starts with a
 directory that holds only a link to the checkout's `x402_mcp`.
 
-The benches call the package's public names only; the one difference between this tree and the
-tree before issue #9 (f353a6e) that they meet is how a signed payment is recorded (`record_signed`).
+The benches call the package's public names only; the differences between trees that they meet
+are kept here: how a signed payment is recorded (`record_signed`, changed by issue #9) and whether
+the payment header carries a payment identifier (`encode_payment`, changed by payment-identifier).
 """
 
 from __future__ import annotations
@@ -38,19 +39,39 @@ def imported_package() -> str:
     return str(Path(x402_mcp.__file__).resolve().parent)
 
 
+#: The payment-identifier the benches send where the tree supports it (x402 v2 extension).
+PAYMENT_ID = "pay_" + "0" * 32
+
+
 def record_signed(ledger: Any, fields: dict[str, Any], signature: str, policy: Any) -> int:
     """Record one signed payment with whichever ledger this process imported.
 
-    Today: `record_signed(SignedPayment(..., signature=...), policy)`. Before issue #9 (f353a6e) the
-    record was a `Reservation` and the signature a separate argument.
+    Today: `record_signed(SignedPayment(..., signature=...), policy)`, with a payment identifier
+    since payment-identifier landed. Before issue #9 (f353a6e) the record was a `Reservation` and
+    the signature a separate argument.
     """
     from x402_mcp.payments import ledger as module
 
     if hasattr(module, "SignedPayment"):
-        payment = module.SignedPayment(**fields, signature=signature, payment_identifier="pay_" + "0" * 32)
-        return int(ledger.record_signed(payment, policy))
+        cls: Any = module.SignedPayment
+        extra = {"payment_identifier": PAYMENT_ID} if "payment_identifier" in cls.__dataclass_fields__ else {}
+        return int(ledger.record_signed(cls(**fields, signature=signature, **extra), policy))
     reservation = getattr(module, "Reservation")  # noqa: B009 - absent from today's module, which mypy reads
     return int(ledger.record_signed(reservation(**fields), signature, policy))
+
+
+def encode_payment(challenge: Any, chosen: Any, auth: Any, signature: str) -> tuple[str, str]:
+    """`protocol.encode_payment` of whichever tree: since payment-identifier it also takes the id."""
+    import inspect
+
+    from x402_mcp.payments import protocol
+
+    encode = getattr(protocol, "encode_payment")  # noqa: B009 - its signature differs between trees
+    if "payment_id" in inspect.signature(encode).parameters:
+        name, value = encode(challenge, chosen, auth, signature, PAYMENT_ID)
+    else:
+        name, value = encode(challenge, chosen, auth, signature)
+    return str(name), str(value)
 
 
 def check_imports(tree: Path) -> str:
