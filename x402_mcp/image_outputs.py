@@ -71,33 +71,38 @@ def _within(path: Path, roots: Sequence[Path]) -> bool:
 
 def check_save_as(raw: str, overwrite: bool, roots: Sequence[Path]) -> SaveTarget:
     """Where `save_as` writes, refused (InputError naming save_as) unless safe: before any payment."""
-    if ".." in Path(raw).parts:
-        raise InputError(f"save_as: {raw} contains '..'; give the path without it")
     extension = Path(raw).suffix.lower()
     supported = supported_extensions()
-    if extension not in supported:
+    if ".." not in Path(raw).parts and extension not in supported:
         raise InputError(
             f"save_as: {raw} has the extension {extension or '(none)'!r}; use one of {', '.join(supported)}"
         )
+    return SaveTarget(confine_output(raw, overwrite, roots), FORMATS_BY_EXTENSION.get(extension, "PNG"), overwrite)
+
+
+def confine_output(raw: str, overwrite: bool, roots: Sequence[Path], field: str = "save_as") -> Path:
+    """The real path a file may be written at: inside a root, no '..', not a directory, new unless `overwrite`."""
+    if ".." in Path(raw).parts:
+        raise InputError(f"{field}: {raw} contains '..'; give the path without it")
     candidate = Path(os.path.expanduser(raw))
     if not candidate.is_absolute():
         candidate = Path.cwd() / candidate
     try:
         real = Path(os.path.realpath(candidate))  # links followed: a link out of the roots is judged by its target
     except (OSError, ValueError):
-        raise InputError(f"save_as: {raw[:200]!r} is not a usable file path") from None
+        raise InputError(f"{field}: {raw[:200]!r} is not a usable file path") from None
     real_roots = [Path(os.path.realpath(root)) for root in roots]
     if not _within(real, real_roots):
         allowed = ", ".join(str(root) for root in real_roots) or "(none)"
         raise InputError(
-            f"save_as: {raw} is outside the folders this server may write ({allowed}). Give a path inside one "
+            f"{field}: {raw} is outside the folders this server may write ({allowed}). Give a path inside one "
             "of them, or add its folder to X402_INPUT_ROOTS."
         )
     if real.is_dir():
-        raise InputError(f"save_as: {raw} is a directory; give a file name with an extension")
+        raise InputError(f"{field}: {raw} is a directory; give a file name with an extension")
     if real.exists() and not overwrite:
-        raise InputError(f"save_as: {raw} already exists; pass overwrite=true to replace it, or pick another name")
-    return SaveTarget(real, FORMATS_BY_EXTENSION[extension], overwrite)
+        raise InputError(f"{field}: {raw} already exists; pass overwrite=true to replace it, or pick another name")
+    return real
 
 
 def check_download_url(url: str) -> None:
