@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -372,3 +373,60 @@ def test_a_ledger_url_that_is_not_postgresql_is_refused_without_echoing_it() -> 
     with pytest.raises(ConfigError) as caught:
         load_settings(ledger_url=f"mysql://root:{PASSWORD}@127.0.0.1/ledger")
     assert "X402_LEDGER_URL" in str(caught.value) and PASSWORD not in str(caught.value)
+
+
+# --- 6. reports and moving a SQLite ledger to PostgreSQL -------------------------------------------
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SERVER_COMMAND, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_migrating_a_sqlite_ledger_twice_copies_it_once_and_reports_by_user(ledger_url: str, tmp_path: Path) -> None:
+    from tests.test_money_safety import signed_payment
+    from x402_mcp.payments.ledger import Ledger
+    from x402_mcp.payments.policy import Policy
+
+    policy = Policy(max_per_call=PRICE, daily_budget=100 * PRICE, total_budget=None, confirm_above=PRICE)
+    path = tmp_path / "data" / "ledger.sqlite3"
+    for user, count in (("alice", 3), ("bob", 2)):
+        source = Ledger(path, user=user)
+        for _ in range(count):
+            source.mark_settled(source.record_signed(signed_payment("0x" + "cd" * 20, 2**40), policy), "0xabc")
+        source.close()
+    source = Ledger(path)
+    parent = source.recent(1)[0].id
+    child = source.record_signed(signed_payment("0x" + "cd" * 20, 2**40), policy)  # stays signed: counted
+    source.record_output(child, parent_id=parent, prompt="an edit")
+    source.add_job("job-1", child, "image_generate", "http://127.0.0.1:9/jobs/1", save=True)
+    expected = source.spending()
+    source.close()
+
+    env = {**os.environ, "X402_DATA_DIR": str(tmp_path / "data")}
+    first = cli("ledger", "migrate", "--to", ledger_url, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "copied 6 payment(s)" in first.stdout and "0 were there already" in first.stdout, first.stdout
+    second = cli("ledger", "migrate", "--to", ledger_url, env=env)
+    assert second.returncode == 0 and "copied 0 payment(s)" in second.stdout, second.stdout + second.stderr
+    assert "6 were there already" in second.stdout
+    for run in (first, second):
+        assert PASSWORD not in run.stdout + run.stderr
+
+    rows = rows_of(ledger_url)
+    assert len(rows) == 6 and sorted(r.user_name for r in rows) == ["", "alice", "alice", "alice", "bob", "bob"]
+    (copied_child,) = [r for r in rows if r.status == "signed"]
+    assert copied_child.parent_id == rows[4].id  # its parent, the payment made just before it
+    assert counted_today(ledger_url) == expected.today == 6 * PRICE
+    target = PostgresLedger(ledger_url)
+    try:
+        job = target.get_job("job-1")
+        assert job is not None and job.payment_id == copied_child.id
+    finally:
+        target.close()
+
+    report = cli("ledger", "report", "--by", "user", "--json", env={**env, "X402_LEDGER_URL": ledger_url})
+    assert report.returncode == 0, report.stderr
+    by_user = {row["user_name"]: (row["calls"], row["amount"]) for row in json.loads(report.stdout)}
+    assert by_user == {"": (1, PRICE), "alice": (3, 3 * PRICE), "bob": (2, 2 * PRICE)}
+    wrong = cli("ledger", "migrate", "--to", f"mysql://root:{PASSWORD}@127.0.0.1/x", env=env)
+    assert wrong.returncode == 1 and "--to must be postgresql://" in wrong.stderr and PASSWORD not in wrong.stderr

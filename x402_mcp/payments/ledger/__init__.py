@@ -44,6 +44,7 @@ from x402_mcp.payments.ledger.records import (
     LedgerStore,
     LedgerUnavailable,
     PaymentRow,
+    ReportKey,
     SignedPayment,
     Status,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "LedgerStore",
     "LedgerUnavailable",
     "PaymentRow",
+    "ReportKey",
     "SignedPayment",
     "Status",
     "open_ledger",

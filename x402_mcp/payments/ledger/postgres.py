@@ -32,6 +32,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from x402_mcp.payments.ledger.records import (
+    REPORT_COLUMNS,
     SCHEMA_VERSION,
     STATUSES,
     UNRESOLVED,
@@ -39,6 +40,7 @@ from x402_mcp.payments.ledger.records import (
     JobRow,
     LedgerUnavailable,
     PaymentRow,
+    ReportKey,
     SignedPayment,
     Status,
 )
@@ -457,11 +459,59 @@ class PostgresLedger:
         rows = self._rows(f"SELECT * FROM payments WHERE status IN {_in(UNRESOLVED)} ORDER BY id")
         return [PaymentRow.from_row(row) for row in rows]
 
-    def report(self) -> list[dict[str, Any]]:
-        """Totals per UTC day and tool, counted statuses only."""
+    def report(self, by: ReportKey | None = None) -> list[dict[str, Any]]:
+        """Totals per UTC day and tool (or per user, tool or day alone), counted statuses only."""
+        columns = "day, tool" if by is None else REPORT_COLUMNS[by]
+        order = "day DESC, tool" if by is None else ("day DESC" if by == "day" else columns)
         return self._rows(
-            "SELECT day, tool, COUNT(*)::bigint AS calls, SUM(amount)::bigint AS amount, "
+            f"SELECT {columns}, COUNT(*)::bigint AS calls, SUM(amount)::bigint AS amount, "
             "COUNT(*) FILTER (WHERE status = 'settled')::bigint AS settled, "
             f"COUNT(*) FILTER (WHERE status IN {_in(UNRESOLVED)})::bigint AS pending "
-            f"FROM payments WHERE status IN {_COUNTED} GROUP BY day, tool ORDER BY day DESC, tool"
+            f"FROM payments WHERE status IN {_COUNTED} GROUP BY {columns} ORDER BY {order}"
         )
+
+    def import_rows(self, payments: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> int:
+        """Copy another ledger's rows in one transaction; a payment already here (same nonce) is skipped.
+
+        Ids are this database's own (other servers may have written rows already): parents and
+        jobs are mapped through the nonce. Returns how many payments were new.
+        """
+        columns = [name for name in payments[0] if name != "id"] if payments else []
+
+        def copy(cursor: psycopg.Cursor[dict[str, Any]]) -> int:
+            ids: dict[int, int] = {}
+            copied = 0
+            for payment in payments:
+                values = {**payment, "parent_id": ids.get(payment["parent_id"]) if payment["parent_id"] else None}
+                cursor.execute(
+                    f"INSERT INTO payments ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "  # type: ignore[arg-type]
+                    "ON CONFLICT (nonce) DO NOTHING RETURNING id",
+                    [values[name] for name in columns],
+                )
+                row = cursor.fetchone()
+                if row is None:
+                    cursor.execute("SELECT id FROM payments WHERE nonce = %s", (payment["nonce"],))
+                    row = cursor.fetchone()
+                else:
+                    copied += 1
+                assert row is not None
+                ids[payment["id"]] = int(row["id"])
+            for job in jobs:
+                cursor.execute(
+                    "INSERT INTO jobs (job_id, payment_id, tool, status_url, status, save, created_at, updated_at, "
+                    "result) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
+                    (
+                        job["job_id"],
+                        ids[job["payment_id"]],
+                        job["tool"],
+                        job["status_url"],
+                        job["status"],
+                        job["save"],
+                        job["created_at"],
+                        job["updated_at"],
+                        job["result"],
+                    ),
+                )
+            return copied
+
+        return self._retrying(copy)  # type: ignore[no-any-return]

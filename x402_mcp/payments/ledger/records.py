@@ -19,6 +19,10 @@ UNRESOLVED: tuple[Status, ...] = ("signed", "unknown", "declined")
 #: `released` are gone); 3 added payment_identifier; 4 added user_name and counted_by_user_day.
 SCHEMA_VERSION = 4
 
+#: What `report(by=...)` can total by, and the column each one groups.
+ReportKey = Literal["user", "tool", "day"]
+REPORT_COLUMNS: dict[str, str] = {"user": "user_name", "tool": "tool", "day": "day"}
+
 
 class BudgetExceeded(Exception):
     """The payment would break a budget; nothing was written."""
@@ -130,4 +134,4 @@ class LedgerStore(Protocol):
     def get(self, payment_id: int) -> PaymentRow: ...
     def recent(self, limit: int = 20, *, tool: str | None = None) -> list[PaymentRow]: ...
     def unresolved(self) -> list[PaymentRow]: ...
-    def report(self) -> list[dict[str, Any]]: ...
+    def report(self, by: ReportKey | None = None) -> list[dict[str, Any]]: ...

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from x402_mcp.payments.ledger.records import (
+    REPORT_COLUMNS,
     SCHEMA_VERSION,
     STATUSES,
     UNRESOLVED,
     BudgetExceeded,
     JobRow,
     PaymentRow,
+    ReportKey,
     SignedPayment,
     Status,
 )
@@ -447,13 +449,22 @@ class Ledger:
             rows = self._db.execute(f"SELECT * FROM payments WHERE status IN {_in(UNRESOLVED)} ORDER BY id").fetchall()
         return [PaymentRow.from_row(row) for row in rows]
 
-    def report(self) -> list[dict[str, Any]]:
-        """Totals per UTC day and tool, counted statuses only."""
+    def report(self, by: ReportKey | None = None) -> list[dict[str, Any]]:
+        """Totals per UTC day and tool (or per user, tool or day alone), counted statuses only."""
+        columns = "day, tool" if by is None else REPORT_COLUMNS[by]
+        order = "day DESC, tool" if by is None else ("day DESC" if by == "day" else columns)
         with self._lock:
             rows = self._db.execute(
-                "SELECT day, tool, COUNT(*) AS calls, SUM(amount) AS amount, "
+                f"SELECT {columns}, COUNT(*) AS calls, SUM(amount) AS amount, "
                 "SUM(status = 'settled') AS settled, "
                 f"SUM(status IN {_in(UNRESOLVED)}) AS pending "
-                f"FROM payments WHERE status IN {_COUNTED} GROUP BY day, tool ORDER BY day DESC, tool"
+                f"FROM payments WHERE status IN {_COUNTED} GROUP BY {columns} ORDER BY {order}"
             ).fetchall()
         return [dict(row) for row in rows]
+
+    def export_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Every payment and job, whole, oldest first: what `ledger migrate` copies."""
+        with self._lock:
+            payments = [dict(row) for row in self._db.execute("SELECT * FROM payments ORDER BY id")]
+            jobs = [dict(row) for row in self._db.execute("SELECT * FROM jobs ORDER BY created_at")]
+        return payments, jobs
