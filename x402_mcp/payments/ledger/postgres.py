@@ -237,17 +237,16 @@ class PostgresLedger:
             self._migrated = True
 
     def _spending(self, cursor: psycopg.Cursor[dict[str, Any]], day: str) -> Spending:
-        cursor.execute("SELECT amount FROM counted_by_day WHERE day = %s", (day,))
-        today = cursor.fetchone()
-        cursor.execute("SELECT amount FROM counted_by_user_day WHERE day = %s AND user_name = %s", (day, self.user))
-        mine = cursor.fetchone()
-        cursor.execute("SELECT COALESCE(SUM(amount), 0)::bigint AS amount FROM counted_by_day")
-        total = cursor.fetchone()
-        return Spending(
-            today=int(today["amount"]) if today else 0,
-            total=int(total["amount"]) if total else 0,
-            user_today=int(mine["amount"]) if mine else 0,
+        """Today's counted total, this user's and the all-time one, in one round trip."""
+        cursor.execute(
+            "SELECT (SELECT amount FROM counted_by_day WHERE day = %(day)s) AS today, "
+            "(SELECT amount FROM counted_by_user_day WHERE day = %(day)s AND user_name = %(user)s) AS mine, "
+            "(SELECT COALESCE(SUM(amount), 0)::bigint FROM counted_by_day) AS total",
+            {"day": day, "user": self.user},
         )
+        row = cursor.fetchone()
+        assert row is not None
+        return Spending(today=int(row["today"] or 0), total=int(row["total"]), user_today=int(row["mine"] or 0))
 
     def spending(self) -> Spending:
         """What counts against the budgets now."""
