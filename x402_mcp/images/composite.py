@@ -112,14 +112,13 @@ def composite_images(
 
     box = box or (0, 0, source.width, source.height)
     left, top, right, bottom = box
-    result = result.convert(source.mode)
-    if result.size != (right - left, bottom - top):
-        result = result.resize((right - left, bottom - top), Image.Resampling.LANCZOS)
+    if result.mode != source.mode:
+        result = result.convert(source.mode)
     repaint = mask.getbbox()
     out = source.copy()
     if repaint is None:
         return out
-    # The feather is computed only around the mask's own box: a small mask on a big image stays cheap.
+    # Everything happens inside the region the feathered mask can reach: a small mask on a big image is cheap.
     margin = feather_margin(blur)
     region = (
         max(0, repaint[0] - margin),
@@ -132,9 +131,28 @@ def composite_images(
         # Doubled: the blur is ~50% at the mask's edge, so the fade starts there at 100% and goes outward.
         faded = feathered.filter(ImageFilter.GaussianBlur(blur)).point([min(255, 2 * v) for v in range(256)])
         feathered = ImageChops.lighter(feathered, faded)
-    # The model's pixels over the region: the pasted result where it covers, the source elsewhere.
-    painted = source.crop(region)
-    painted.paste(result, (left - region[0], top - region[1]))
+    # The model's pixels over the region: the part of its answer under the box, scaled to the box
+    # (only that part is resampled), and the source's pixels wherever the region leaves the box.
+    inner = (max(region[0], left), max(region[1], top), min(region[2], right), min(region[3], bottom))
+    if inner[0] >= inner[2] or inner[1] >= inner[3]:
+        return out
+    scale_x, scale_y = result.width / (right - left), result.height / (bottom - top)
+    window = (
+        (inner[0] - left) * scale_x,
+        (inner[1] - top) * scale_y,
+        (inner[2] - left) * scale_x,
+        (inner[3] - top) * scale_y,
+    )
+    size = (inner[2] - inner[0], inner[3] - inner[1])
+    if result.size == (right - left, bottom - top):
+        piece = result.crop((inner[0] - left, inner[1] - top, inner[2] - left, inner[3] - top))
+    else:
+        piece = result.resize(size, Image.Resampling.LANCZOS, box=window)
+    if inner == region:
+        painted = piece
+    else:
+        painted = source.crop(region)
+        painted.paste(piece, (inner[0] - region[0], inner[1] - region[1]))
     out.paste(painted, region[:2], feathered)
     return out
 
