@@ -153,6 +153,12 @@ async def resolve_inputs(
                 converted, "mask", data_uri_ok=data_uri_ok, uploader=uploader, http=services.public_http
             )
         finish = _paste_back(source.data, prepared.png, arguments, box)
+        if not arguments.save:
+            notes.append(
+                "save=false: the image URL is the model's own answer"
+                + (" for the cropped box only" if box else "")
+                + "; the paste onto the source (preserve_unmasked, crop_to_mask) happens only in a saved file"
+            )
 
     parent = _parent(services.ledger, source_ref, source)
     return ResolvedInputs(images, parent, tuple(notes), OutputPlan(target, finish))
