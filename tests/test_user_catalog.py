@@ -205,6 +205,10 @@ BAD_FILES = {
     "unknown-key": (generate_entry("/a", extra='price = "0.01"'), "tool 'my_generate': price: unknown key"),
     "bad-payee": (generate_entry("/a", extra='pay_to = ["0x12"]'), "pay_to: must be comma-separated 0x addresses"),
     "zero-ceiling": (generate_entry("/a", ceiling="0"), "ceiling_usdc: '0' must be above 0"),
+    "max-below-min": (
+        generate_entry("/a").replace("maximum = 1000", "maximum = -1"),
+        "input 'seed': maximum: below the minimum",
+    ),
     "min-on-a-string": (
         generate_entry("/a").replace("max_length = 300", "minimum = 3"),
         "input 'prompt': minimum: only for integer and number inputs",

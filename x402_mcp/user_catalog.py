@@ -310,6 +310,8 @@ class _Parser:
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise fail(key, "a number")
                 constraints[field_name] = value
+        if constraints.get("ge", float("-inf")) > constraints.get("le", float("inf")):
+            raise fail("maximum", "below the minimum: no value would be allowed")
         if kind in ("string", "image"):
             limit = options.get("max_length", IMAGE_MAX_LENGTH if kind == "image" else DEFAULT_MAX_LENGTH)
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
