@@ -34,5 +34,6 @@ def test_demo_pays_for_three_images_and_saves_them(version: str, tmp_path: Path)
     assert "Balance: 9.95 USDC" in out  # read through web3 from the sandbox's chain view
     assert "3 settlements, 0.05 USDC paid by" in out and "balance left 9.95 test USDC" in out
     assert f"x402 v{version}" in out
-    saved = sorted(path.name.split("-2")[0] for path in (tmp_path / "out").iterdir())
+    saved = sorted(path.name.split("-2")[0] for path in (tmp_path / "out").iterdir() if path.name != ".gitignore")
+    assert (tmp_path / "out" / ".gitignore").read_text().splitlines()[-1] == "*"  # results stay out of git
     assert saved == ["image-edit", "image-generate", "image-inpaint", "mask"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from x402_mcp.payments.ledger import BudgetExceeded, Ledger, SignedPayment
+from x402_mcp.payments.ledger import SCHEMA_VERSION, BudgetExceeded, Ledger, SignedPayment
 from x402_mcp.payments.policy import Policy, Spending
 
 POLICY = Policy(max_per_call=100_000, daily_budget=50_000, total_budget=None, confirm_above=100_000)
@@ -154,7 +154,8 @@ def test_the_per_day_totals_follow_every_status_move(tmp_path: Path) -> None:
     ledger._db.execute("DELETE FROM payments WHERE id = ?", (ids[0],))
     assert kept_by_day(ledger) == summed_by_day(ledger)
     today = summed_by_day(ledger).get(ledger._db.execute("SELECT MAX(day) FROM payments").fetchone()[0], 0)
-    assert ledger.spending() == Spending(today=today, total=sum(summed_by_day(ledger).values()))
+    # Every row is the one user's, so their share of today is all of it.
+    assert ledger.spending() == Spending(today=today, total=sum(summed_by_day(ledger).values()), user_today=today)
     assert len(summed_by_day(ledger)) > 1
     ledger.close()
 
@@ -212,7 +213,7 @@ def test_an_older_ledger_is_moved_to_the_state_machine_once_and_counted(tmp_path
         "expired",
         "signed",
     ]
-    assert reopened.spending() == Spending(today=28_000, total=38_000)
+    assert reopened.spending() == Spending(today=28_000, total=38_000, user_today=28_000)  # old rows: user ""
     assert kept_by_day(reopened) == summed_by_day(reopened) == {"2026-11-20": 10_000, "2026-11-21": 28_000}
     indexes = {row[0] for row in reopened._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "payments_day" not in indexes and "payments_status" in indexes
@@ -246,7 +247,7 @@ def test_a_version_2_ledger_gains_the_payment_identifier_column(tmp_path: Path) 
         assert ledger.spending().today == 9000
         new = ledger.record_signed(signed(2, 1000), POLICY)
         assert ledger.get(new).payment_identifier == f"pay_{2:032x}"
-        assert int(ledger._db.execute("PRAGMA user_version").fetchone()[0]) == 3
+        assert int(ledger._db.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION
     finally:
         ledger.close()
 

@@ -18,7 +18,16 @@ from x402_mcp.server import build_server
 
 PRICES = {"image_generate": 10_000, "image_edit": 20_000, "image_inpaint": 20_000}
 PAID_TOOLS = {"image_generate", "image_generate_pro", "image_edit", "image_inpaint", "remove_bg"}
-FREE_TOOLS = {"wallet_status", "payment_history", "quote", "image_mask", "image_job_status", "image_history"}
+FREE_TOOLS = {
+    "wallet_status",
+    "payment_history",
+    "quote",
+    "image_mask",
+    "image_convert",
+    "image_job_status",
+    "image_history",
+    "discover_endpoints",
+}
 
 
 def fetch_png(url: str) -> Any:
@@ -250,7 +259,7 @@ async def test_tools_are_listed_with_costs_and_annotations(sandbox: RunningSandb
     assert set(tools) == PAID_TOOLS | FREE_TOOLS
     for name in FREE_TOOLS:
         annotations = tools.pop(name).annotations
-        assert annotations is not None and annotations.read_only_hint is (name != "image_mask")
+        assert annotations is not None and annotations.read_only_hint is (name not in ("image_mask", "image_convert"))
     for tool in tools.values():
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is False
@@ -258,7 +267,8 @@ async def test_tools_are_listed_with_costs_and_annotations(sandbox: RunningSandb
         assert tool.annotations.open_world_hint is True
         assert "USDC" in (tool.description or "")
         assert tool.output_schema is not None and "payment" in tool.output_schema["properties"]
-    assert tools["image_inpaint"].input_schema["required"] == ["image", "mask", "prompt"]
+    # prompt is optional: mode 'remove' has a default fill (the model refuses it missing for other modes).
+    assert tools["image_inpaint"].input_schema["required"] == ["image", "mask"]
     assert tools["image_generate"].input_schema["properties"]["tier"]["enum"] == [
         "fast",
         "creative",

@@ -9,7 +9,8 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, Field
 
-from x402_mcp.catalog import CATALOG, spec
+from x402_mcp.catalog import CATALOG, spec, tools_for
+from x402_mcp.config import Settings
 from x402_mcp.paid_call import prepare_call
 from x402_mcp.payments.assets import USDC, format_usdc
 from x402_mcp.payments.chain import ChainUnavailable
@@ -35,7 +36,9 @@ class WalletStatus(BaseModel):
     total_budget_usdc: str | None
     max_per_call_usdc: str
     confirm_above_usdc: str
-    unresolved_payments: int = Field(description="Payments whose outcome is unknown; they count until resolved.")
+    unresolved_payments: int = Field(
+        description="Payments whose outcome is not proven (signed, unknown, declined); they count until resolved."
+    )
     unresolved_usdc: str
     reconciliation: str
     ledger: str
@@ -110,7 +113,7 @@ async def wallet_status(services: Services) -> WalletStatus:
         unresolved_payments=len(unresolved),
         unresolved_usdc=format_usdc(sum(row.amount for row in unresolved)),
         reconciliation=services.reconciler.status.message,
-        ledger=str(services.ledger.path),
+        ledger=services.ledger.where,
     )
 
 
@@ -148,7 +151,7 @@ class QuoteResult(BaseModel):
 
 async def quote(services: Services, tool: str, arguments: dict[str, Any], progress: Progress) -> QuoteResult:
     """The price of a tool call, from the upstream's 402, without signing anything."""
-    prepared = await prepare_call(spec(tool), arguments, services, progress)
+    prepared = await prepare_call(spec(tool, services.settings), arguments, services, progress)
     if prepared.error is not None:
         structured = prepared.error.structured_content or {}
         return QuoteResult(tool=tool, free=False, allowed=False, reason=str(structured.get("error", "refused")))
@@ -172,3 +175,8 @@ async def quote(services: Services, tool: str, arguments: dict[str, Any], progre
 
 
 PAID_TOOL_NAMES = tuple(entry.name for entry in CATALOG)
+
+
+def paid_tool_names(settings: Settings) -> tuple[str, ...]:
+    """The built-in paid tools and the user catalog's, for the tool-name enums of quote and payment_history."""
+    return tuple(entry.name for entry in tools_for(settings))

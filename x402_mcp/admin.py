@@ -1,4 +1,4 @@
-"""The command-line side of money: quote, wallet (address | balance | new), ledger (list | report).
+"""The command-line side of money: quote, discover, wallet (address | balance | new), ledger (list | report).
 
 These print to stdout for a person at a terminal (they are never the MCP wire). None of them
 prints the private key.
@@ -19,7 +19,7 @@ from x402_mcp import __version__
 from x402_mcp.config import Settings, user_env_file
 from x402_mcp.payments.assets import format_usdc
 from x402_mcp.payments.keys import KeySourceError, create_keystore, default_keystore_path
-from x402_mcp.payments.ledger import Ledger
+from x402_mcp.payments.ledger import LedgerStore, ReportKey, open_ledger
 from x402_mcp.services import Services, load_wallet
 
 
@@ -54,6 +54,9 @@ def quote_command(settings: Settings, tool: str, arguments_json: str, as_json: b
         raise CommandError(f'ARGUMENTS must be a JSON object, e.g. \'{{"prompt": "a cat"}}\': {exc}') from None
     if not isinstance(arguments, dict):
         raise CommandError("ARGUMENTS must be a JSON object")
+    names = account.paid_tool_names(settings)
+    if tool not in names:
+        raise CommandError(f"no paid tool {tool!r}; the paid tools are {', '.join(names)}")
 
     async def no_progress(_: str) -> None:
         return None
@@ -70,6 +73,20 @@ def quote_command(settings: Settings, tool: str, arguments_json: str, as_json: b
         _out(f"{tool}: {result.amount_usdc} USDC on {result.network} to {result.pay_to}{approval}")
     if not result.allowed:
         sys.exit(1)
+
+
+def discover_command(settings: Settings, query: str | None, limit: int, as_json: bool) -> None:
+    """Image endpoints from the Bazaar discovery listing; never calls or pays one."""
+    from x402_mcp import discovery
+
+    try:
+        result = anyio.run(lambda: _with_services(settings, lambda s: discovery.discover(s, query=query, limit=limit)))
+    except discovery.DiscoveryError as exc:
+        raise CommandError(str(exc)) from None
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        _out(discovery.discovery_text(result))
 
 
 def wallet_address(settings: Settings) -> None:
@@ -123,11 +140,11 @@ def wallet_new(settings: Settings, keystore: Path | None) -> None:
     )
 
 
-def _ledger(settings: Settings) -> Ledger:
+def _ledger(settings: Settings) -> LedgerStore:
     path = settings.resolved_ledger_path
-    if not path.exists():
+    if settings.ledger_url is None and not path.exists():
         raise CommandError(f"no ledger yet at {path}: nothing has been paid")
-    return Ledger(path)
+    return open_ledger(settings)
 
 
 def ledger_list(settings: Settings, limit: int, tool: str | None, as_json: bool) -> None:
@@ -152,10 +169,40 @@ def ledger_list(settings: Settings, limit: int, tool: str | None, as_json: bool)
         )
 
 
-def ledger_report(settings: Settings, as_json: bool) -> None:
+def ledger_migrate(settings: Settings, to: str) -> None:
+    """Copy the SQLite ledger into the PostgreSQL one at `to`; payments already there are skipped."""
+    from x402_mcp.payments.ledger import Ledger
+    from x402_mcp.payments.ledger.postgres import PostgresLedger
+    from x402_mcp.payments.ledger.where import check_ledger_url
+
+    try:
+        url = check_ledger_url(to)
+    except ValueError as exc:
+        raise CommandError(str(exc).replace("X402_LEDGER_URL", "--to")) from None
+    path = settings.resolved_ledger_path
+    if not path.exists():
+        raise CommandError(f"no SQLite ledger at {path} (X402_LEDGER_PATH / X402_DATA_DIR): nothing to copy")
+    source = Ledger(path)
+    try:
+        payments, jobs = source.export_rows()
+    finally:
+        source.close()
+    target = PostgresLedger(url)
+    try:
+        copied = target.import_rows(payments, jobs)
+        where = target.where
+    finally:
+        target.close()
+    _out(
+        f"copied {copied} payment(s) from {path} to {where}; {len(payments) - copied} were there already. "
+        f"Set X402_LEDGER_URL to use it."
+    )
+
+
+def ledger_report(settings: Settings, as_json: bool, by: ReportKey | None = None) -> None:
     ledger = _ledger(settings)
     try:
-        rows = ledger.report()
+        rows = ledger.report(by)
     finally:
         ledger.close()
     if as_json:
@@ -163,6 +210,15 @@ def ledger_report(settings: Settings, as_json: bool) -> None:
         return
     if not rows:
         _out("no payments")
+        return
+    if by is not None:
+        key = "user_name" if by == "user" else by
+        _out(f"{by:<16} {'calls':>5} {'USDC':>9} {'settled':>7} {'pending':>7}")
+        for row in rows:
+            _out(
+                f"{row[key] or '-':<16} {row['calls']:>5} {format_usdc(int(row['amount'])):>9} "
+                f"{row['settled']:>7} {row['pending']:>7}"
+            )
         return
     _out(f"{'day':<11} {'tool':<16} {'calls':>5} {'USDC':>9} {'settled':>7} {'pending':>7}")
     per_day: dict[str, int] = {}

@@ -119,7 +119,7 @@ def size_for_aspect(ratio: str, width: int | None, height: int | None) -> tuple[
 class GenerateInput(ToolInput):
     """What the generate tools share: a size given as width/height or as an aspect ratio."""
 
-    LOCAL_FIELDS: ClassVar[frozenset[str]] = ToolInput.LOCAL_FIELDS | {"aspect_ratio"}
+    LOCAL_FIELDS: ClassVar[frozenset[str]] = ToolInput.LOCAL_FIELDS | {"aspect_ratio", "n"}
 
     width: Annotated[
         int,
@@ -138,6 +138,17 @@ class GenerateInput(ToolInput):
             )
         ),
     ] = None
+    n: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=4,
+            description=(
+                "How many variants: n paid calls, checked against every limit and approved once for the total "
+                "before the first is paid. With a seed, variant i uses seed + i. save_as names get -1, -2, ..."
+            ),
+        ),
+    ] = 1
 
     @model_validator(mode="after")
     def _apply_aspect_ratio(self) -> GenerateInput:
@@ -359,6 +370,9 @@ class ImageGenerateResult(ImageResult):
     tier: str | None = Field(None, description="Tier used.")
     seed: int | None = Field(None, description="Seed used; pass it again to reproduce the image.")
     elapsed_ms: float | None = Field(None, description="Upstream generation time in milliseconds.")
+    variants: list[dict[str, Any]] | None = Field(
+        None, description="With n > 1: every variant's result (file, payment); the fields above are the first's."
+    )
 
 
 @dataclass(frozen=True)

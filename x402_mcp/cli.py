@@ -1,4 +1,4 @@
-"""The `x402-image-mcp` command: serve (default), demo, sandbox, quote, wallet, ledger.
+"""The `x402-image-mcp` command: serve (default), demo, sandbox, quote, discover, wallet, ledger.
 
 In stdio mode stdout is the MCP wire, so everything here logs to stderr, and nothing is
 printed at import time.
@@ -54,9 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", type=Path, default=Path("x402-demo"), help="where the images go")
 
     quote = commands.add_parser("quote", help="what a tool call would cost, without paying")
-    quote.add_argument("tool", choices=[entry.name for entry in CATALOG])
+    quote.add_argument("tool", help=f"a paid tool: {', '.join(entry.name for entry in CATALOG)} or a catalog file's")
     quote.add_argument("arguments", nargs="?", default="{}", help="the tool's arguments as a JSON object")
     quote.add_argument("--json", action="store_true", help="print JSON")
+
+    discover = commands.add_parser("discover", help="list x402 image endpoints from the Bazaar (never pays)")
+    discover.add_argument("--query", help="search text, e.g. 'upscale' (uses /discovery/search)")
+    discover.add_argument("--limit", type=int, default=20, choices=range(1, 101), metavar="N", help="1-100")
+    discover.add_argument("--json", action="store_true", help="print JSON")
 
     wallet = commands.add_parser("wallet", help="the paying wallet").add_subparsers(dest="action", required=True)
     wallet.add_parser("address", help="print the wallet's address")
@@ -65,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     new = wallet.add_parser("new", help="create a new encrypted keystore (mode 600)")
     new.add_argument("--keystore", type=Path, help="where to write it (default: X402_KEYSTORE or the data dir)")
 
+    convert = commands.add_parser("convert", help="resize, crop, convert or make icons from a local image (free)")
+    from x402_mcp.image_convert import add_arguments
+
+    add_arguments(convert)
+
     ledger = commands.add_parser("ledger", help="the local payment ledger")
     actions = ledger.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="recent payments, newest first")
@@ -72,7 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--tool", choices=[entry.name for entry in CATALOG])
     listing.add_argument("--json", action="store_true", help="print JSON")
     report = actions.add_parser("report", help="totals per UTC day and per tool")
+    report.add_argument("--by", choices=("user", "tool", "day"), help="totals per user, tool or day instead")
     report.add_argument("--json", action="store_true", help="print JSON")
+    migrate = actions.add_parser("migrate", help="copy the SQLite ledger into PostgreSQL (safe to repeat)")
+    migrate.add_argument("--to", required=True, metavar="postgresql://…", help="the PostgreSQL ledger's URL")
     return parser
 
 
@@ -130,11 +143,14 @@ def _money_command(args: argparse.Namespace) -> int:
     """quote, wallet and ledger: settings checked like the server's, errors as one line."""
     from x402_mcp import admin
     from x402_mcp.config import ConfigError, load_settings
+    from x402_mcp.payments.ledger import LedgerUnavailable
 
     try:
         settings = load_settings()
         if args.command == "quote":
             admin.quote_command(settings, args.tool, args.arguments, args.json)
+        elif args.command == "discover":
+            admin.discover_command(settings, args.query, args.limit, args.json)
         elif args.command == "wallet" and args.action == "address":
             admin.wallet_address(settings)
         elif args.command == "wallet" and args.action == "balance":
@@ -143,15 +159,23 @@ def _money_command(args: argparse.Namespace) -> int:
             admin.wallet_new(settings, args.keystore)
         elif args.action == "list":
             admin.ledger_list(settings, args.limit, args.tool, args.json)
+        elif args.action == "migrate":
+            admin.ledger_migrate(settings, args.to)
         else:
-            admin.ledger_report(settings, args.json)
+            admin.ledger_report(settings, args.json, args.by)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
-    except admin.CommandError as exc:
+    except (admin.CommandError, LedgerUnavailable) as exc:
         print(f"x402-image-mcp: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from x402_mcp.image_convert import convert_command
+
+    return convert_command(args)
 
 
 def _startup_done() -> None:
@@ -160,7 +184,7 @@ def _startup_done() -> None:
     gc.enable()
 
 
-COMMANDS = ("serve", "sandbox", "demo", "quote", "wallet", "ledger")
+COMMANDS = ("serve", "sandbox", "demo", "quote", "discover", "wallet", "ledger", "convert")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -175,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             arguments.insert(0, "serve")
         args = _parser().parse_args(arguments)
         _setup_logging()
-        handlers = {"serve": _serve, "sandbox": _sandbox, "demo": _demo}
-        handlers |= dict.fromkeys(("quote", "wallet", "ledger"), _money_command)
+        handlers = {"serve": _serve, "sandbox": _sandbox, "demo": _demo, "convert": _convert}
+        handlers |= dict.fromkeys(("quote", "discover", "wallet", "ledger"), _money_command)
         if args.command != "serve":
             _startup_done()
         try:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "x402-image-mcp"
 DEFAULT_BASE_URL = "https://x402.agentutility.ai"
+DEFAULT_DISCOVERY_URL = "https://api.cdp.coinbase.com/platform/v2/x402/discovery/resources"
 #: Names the user-level settings file; read from the process environment only, never from a file.
 ENV_FILE_VARIABLE = "X402_ENV_FILE"
 PATH_PREFIX = "X402_PATH_"
@@ -81,6 +82,11 @@ class Settings(BaseModel):
     # Where things live.
     data_dir: Path | None = Field(None, description="Folder for the ledger and keystore.")
     ledger_path: Path | None = Field(None, description="SQLite ledger file.")
+    ledger_url: SecretStr | None = Field(
+        None, description="postgresql://user@host:5432/db: the ledger and every budget in PostgreSQL, shared by a team."
+    )
+    user: str | None = Field(None, description="Who this server pays for, in the ledger (default: the OS user name).")
+    user_daily_budget: Usdc | None = Field(None, description="Most USDC one user may pay per UTC day (optional).")
     rpc_url: str | None = Field(None, description="JSON-RPC endpoint of the chain, for balances and reconciliation.")
 
     # Key sources besides X402_PRIVATE_KEY (exactly one may be set).
@@ -97,6 +103,10 @@ class Settings(BaseModel):
     output_dir: Path = Field(Path("x402-images"), description="Where results are saved.")
     max_output_bytes: int = Field(50_000_000, gt=0, description="Largest result downloaded, in bytes.")
     wait_seconds: float = Field(50.0, ge=0, le=3600, description="How long a call waits for a slow job.")
+
+    # More paid tools, and where to look for them (never paid by looking).
+    catalog_file: Path | None = Field(None, description="TOML file of extra paid tools (see the README).")
+    discovery_url: str = Field(DEFAULT_DISCOVERY_URL, description="Bazaar discovery API listing x402 resources.")
 
     #: Per-tool variables (X402_PATH_<TOOL>, X402_ALLOWED_PAYTO_<TOOL>), gathered by `load_settings`.
     per_tool: dict[str, str] = Field(default_factory=dict, exclude=True)
@@ -116,6 +126,30 @@ class Settings(BaseModel):
     @classmethod
     def _base_url(cls, value: str) -> str:
         return check_url(value, "X402_BASE_URL").rstrip("/")
+
+    @field_validator("catalog_file")
+    @classmethod
+    def _catalog_file(cls, value: Path | None) -> Path | None:
+        if value is None or not str(value).strip():
+            return None
+        from x402_mcp.user_catalog import load_user_catalog
+
+        load_user_catalog(value.expanduser())  # a bad file stops the start here, with its line and field
+        return value.expanduser()
+
+    @field_validator("discovery_url")
+    @classmethod
+    def _discovery_url(cls, value: str) -> str:
+        return check_url(value, "X402_DISCOVERY_URL").rstrip("/")
+
+    @field_validator("ledger_url")
+    @classmethod
+    def _ledger_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from x402_mcp.payments.ledger.where import check_ledger_url
+
+        return SecretStr(check_ledger_url(value.get_secret_value()))  # its message never holds the URL
 
     @field_validator("rpc_url")
     @classmethod
@@ -231,7 +265,20 @@ class Settings(BaseModel):
             total_budget=usdc_to_atomic(self.total_budget) if self.total_budget is not None else None,
             confirm_above=usdc_to_atomic(self.confirm_above),
             allowed_pay_to=self.allowed_pay_to,
+            user_daily_budget=usdc_to_atomic(self.user_daily_budget) if self.user_daily_budget is not None else None,
         )
+
+    @property
+    def resolved_user(self) -> str:
+        """Who the ledger records as paying: X402_USER, else the OS user name."""
+        if self.user and self.user.strip():
+            return self.user.strip()
+        import getpass
+
+        try:
+            return getpass.getuser()
+        except (OSError, KeyError):  # no user name in the environment or the password database
+            return "unknown"
 
 
 def parse_addresses(value: str, variable: str) -> frozenset[str]:

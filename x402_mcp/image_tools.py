@@ -97,7 +97,7 @@ async def image_job_status(services: Services, job_id: str, progress: Progress) 
         )
     row = services.ledger.get(job.payment_id)
     receipt = payment_info_from_row(row)
-    spec = catalog_spec(job.tool)
+    spec = catalog_spec(job.tool, services.settings)
     if job.status == "succeeded" and job.result is not None:
         return await deliver(spec, job.result, receipt, services, progress, save=job.save, job_id=job.job_id)
     if job.status == "failed":

@@ -157,6 +157,8 @@ class Prepared:
     inputs: ResolvedInputs | None = None
     quote: Quote | None = None
     error: CallToolResult | None = None
+    #: How many paid calls the quote covers (variants, `n`): one approval for all of them.
+    count: int = 1
 
 
 async def prepare_call(
@@ -176,6 +178,7 @@ async def prepare_call(
         inputs = await resolve_inputs(spec, validated, services, [*services.settings.input_root_paths, *roots])
     except InputError as exc:
         return Prepared(spec, progress, error=error_result(f"invalid input for {spec.name}: {exc}", money_spent=False))
+    count = getattr(validated, "n", 1)
     try:
         quote = await services.payer.quote(
             spec.name,
@@ -184,10 +187,11 @@ async def prepare_call(
             ceiling=services.ceiling(spec),
             allowed_pay_to=services.allowed_pay_to(spec),
             progress=progress,
+            count=count,
         )
     except X402Error as exc:
         return Prepared(spec, progress, error=error_result(str(exc), money_spent=exc.money_spent))
-    return Prepared(spec, progress, validated, inputs, quote)
+    return Prepared(spec, progress, validated, inputs, quote, count=count)
 
 
 async def finish_call(prepared: Prepared, services: Services, *, approved: bool, refusal: str = "") -> CallToolResult:

@@ -28,16 +28,20 @@ from mcp.server.request_state import RequestStateSecurity
 from mcp.types import CallToolResult, ListRootsResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field
 
-from x402_mcp import __version__, account, image_tools
+from x402_mcp import __version__, account, discovery, image_tools
+from x402_mcp import image_convert as image_convert_module
 from x402_mcp.approval_replay import STATE_TTL_SECONDS, ApprovalReplayGuard, approval_refusal
-from x402_mcp.catalog import CATALOG, ImageResult, ToolSpec
+from x402_mcp.catalog import CATALOG, ImageResult, ToolSpec, tools_for
 from x402_mcp.config import Settings
 from x402_mcp.image_inputs import InputError
+from x402_mcp.image_resources import ImageServer, SavedImages
+from x402_mcp.images.convert import ConvertSpec, Crop
 from x402_mcp.images.masks import MaskSpec, Shape
 from x402_mcp.paid_call import Prepared, ProgressReporter, error_result, finish_call, prepare_call
 from x402_mcp.payments.assets import format_usdc
-from x402_mcp.payments.ledger import Ledger
+from x402_mcp.payments.ledger import LedgerStore
 from x402_mcp.services import Services
+from x402_mcp.variants import finish_variants
 
 if TYPE_CHECKING:
     import httpx  # imported where used: it costs ~40 ms at start
@@ -66,6 +70,9 @@ class NoApprovalNeeded(BaseModel):
 
 def _instructions(settings: Settings) -> str:
     prices = ", ".join(f"{spec.name} about ${spec.listed_price}" for spec in CATALOG)
+    extra = [spec.name for spec in tools_for(settings)[len(CATALOG) :]]
+    if extra:
+        prices += f"; from the user's catalog file: {', '.join(extra)}, each within its own ceiling"
     return (
         "Paid image tools. Each call pays the upstream in USDC over x402 from the user's wallet "
         f"({prices}; never above X402_MAX_PER_CALL = {settings.max_per_call} USDC, within a daily budget of "
@@ -102,6 +109,12 @@ def call_arguments(ctx: Context[Services, Any]) -> dict[str, Any]:
     return dict(arguments) if isinstance(arguments, dict) else {}
 
 
+def _payments_asked(amount: int, count: int) -> str:
+    if count == 1:
+        return f"a payment of {format_usdc(amount)} USDC"
+    return f"{count} payments of {format_usdc(amount)} USDC ({format_usdc(amount * count)} USDC in total)"
+
+
 def _paid_tool(spec: ToolSpec) -> Tool:
     """One catalog entry as an MCP tool: its input model is the tool's schema, its three steps resolvers.
 
@@ -130,7 +143,7 @@ def _paid_tool(spec: ToolSpec) -> Tool:
             return NoApprovalNeeded(client_can_ask=False)
         reason = quote.decision.reason if quote.decision else ""
         return Elicit(
-            f"Approve a payment of {format_usdc(quote.amount)} USDC to {quote.pay_to} on "
+            f"Approve {_payments_asked(quote.amount, quote.count)} to {quote.pay_to} on "
             f"{quote.chosen.network.name if quote.chosen else '?'} for {spec.name}? ({reason})",
             ApprovePayment,
         )
@@ -151,7 +164,8 @@ def _paid_tool(spec: ToolSpec) -> Tool:
                     "this MCP client cannot ask the user for approval (no elicitation support); "
                     "raise X402_CONFIRM_ABOVE in the server's configuration to allow such payments"
                 )
-        return await finish_call(prepared, services, approved=approved, refusal=refusal)
+        finish = finish_variants if prepared.count > 1 else finish_call
+        return await finish(prepared, services, approved=approved, refusal=refusal)
 
     tool = Tool.from_function(
         call, name=spec.name, title=spec.title, description=spec.description, annotations=PAID_TOOL_ANNOTATIONS
@@ -257,6 +271,61 @@ def _register_image_tools(server: FreeTools) -> None:
         return await image_tools.image_mask(ctx.request_context.lifespan_context, mask_spec, image, root_paths(roots))
 
     @server.tool(
+        name="image_convert",
+        title="Convert an image",
+        description=(
+            "Free. Resize (fit contain, cover or exact), crop, change format (PNG, JPEG, WebP, AVIF), compress to "
+            "a byte budget (max_bytes) and strip metadata, or make an icon set (favicon.ico with 16/32/48 plus "
+            "PNGs 180/192/512), from any local image, URL or data URI. Writes save_as (confined like inputs) or "
+            "into X402_OUTPUT_DIR."
+        ),
+        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True),
+    )
+    async def image_convert(
+        ctx: Context[Services, Any],
+        image: Annotated[
+            str, Field(min_length=1, description="The image: path, file:// URL, http(s) URL or data URI.")
+        ],
+        roots: ClientRoots,
+        save_as: Annotated[
+            str | None,
+            Field(description="Output file (its extension picks the format), or the folder with icons=true."),
+        ] = None,
+        overwrite: Annotated[bool, Field(description="Replace existing output files.")] = False,
+        icons: Annotated[bool, Field(description="Make the icon set instead of one image.")] = False,
+        width: Annotated[int | None, Field(ge=1, le=8192, description="Target width in pixels.")] = None,
+        height: Annotated[int | None, Field(ge=1, le=8192, description="Target height in pixels.")] = None,
+        fit: Annotated[
+            Literal["contain", "cover", "exact"],
+            Field(description="contain: inside width x height; cover: fill and crop; exact: stretch."),
+        ] = "contain",
+        crop: Annotated[Crop | None, Field(description="A region to keep, before resizing.")] = None,
+        format: Annotated[
+            Literal["PNG", "JPEG", "WEBP", "AVIF"] | None, Field(description="Default: from save_as, else PNG.")
+        ] = None,
+        quality: Annotated[int, Field(ge=1, le=100, description="JPEG/WebP/AVIF quality.")] = 90,
+        max_bytes: Annotated[int | None, Field(ge=1024, description="Largest file wanted.")] = None,
+        strip_metadata: Annotated[bool, Field(description="Drop EXIF and the ICC profile.")] = True,
+    ) -> Annotated[CallToolResult, image_convert_module.ConvertResult]:
+        values: dict[str, Any] = {"width": width, "height": height, "fit": fit, "crop": crop, "quality": quality}
+        values |= {"max_bytes": max_bytes, "strip_metadata": strip_metadata}
+        if format is not None:
+            values["format"] = format
+        try:
+            convert_spec = ConvertSpec.model_validate(values)
+        except ValueError as exc:
+            return error_result(f"image_convert: {exc}", money_spent=False)
+        return await image_convert_module.image_convert(
+            ctx.request_context.lifespan_context,
+            image,
+            convert_spec,
+            save_as=save_as,
+            overwrite=overwrite,
+            icons=icons,
+            roots=root_paths(roots),
+        )
+
+    @server.tool(
         name="image_job_status",
         title="Resume an image job",
         description=(
@@ -297,7 +366,7 @@ def _register_image_tools(server: FreeTools) -> None:
             raise ToolError(str(exc)) from None
 
 
-def _register_account_tools(server: FreeTools) -> None:
+def _register_account_tools(server: FreeTools, paid_names: tuple[str, ...]) -> None:
     @server.tool(
         name="wallet_status",
         title="Wallet status",
@@ -324,7 +393,7 @@ def _register_account_tools(server: FreeTools) -> None:
         ctx: Context[Services, Any],
         limit: Annotated[int, Field(ge=1, le=200, description="How many payments to list.")] = 20,
         tool: Annotated[
-            Literal[account.PAID_TOOL_NAMES] | None,  # type: ignore[valid-type]
+            Literal[paid_names] | None,  # type: ignore[valid-type]
             Field(description="Only this tool's payments."),
         ] = None,
     ) -> list[account.PaymentEntry]:
@@ -341,16 +410,44 @@ def _register_account_tools(server: FreeTools) -> None:
     )
     async def quote(
         ctx: Context[Services, Any],
-        tool: Annotated[Literal[account.PAID_TOOL_NAMES], Field(description="The paid tool to price.")],  # type: ignore[valid-type]
+        tool: Annotated[Literal[paid_names], Field(description="The paid tool to price.")],  # type: ignore[valid-type]
         arguments: Annotated[dict[str, Any], Field(description="The arguments you would call it with.")],
     ) -> account.QuoteResult:
         services = ctx.request_context.lifespan_context
         progress = ProgressReporter(ctx.report_progress, total=1).stage()
         return await account.quote(services, tool, arguments, progress)
 
+    @server.tool(
+        name="discover_endpoints",
+        title="Discover x402 image endpoints",
+        description=(
+            "Free. Lists image-capable paid HTTP endpoints from the x402 Bazaar discovery API (X402_DISCOVERY_URL): "
+            "each one's price in USDC, network, asset, payee and input fields, with a ready [[tool]] entry for the "
+            "user's catalog file (X402_CATALOG_FILE). Never calls or pays a listed endpoint; the user adds one to "
+            "the catalog file and restarts the server to use it."
+        ),
+        annotations=FREE_TOOL_ANNOTATIONS,
+    )
+    async def discover_endpoints(
+        ctx: Context[Services, Any],
+        query: Annotated[
+            str | None, Field(min_length=1, max_length=200, description="Search text, e.g. 'upscale'.")
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=discovery.MAX_LIMIT, description="How many endpoints to list.")] = 20,
+    ) -> Annotated[CallToolResult, discovery.DiscoveryResult]:
+        services = ctx.request_context.lifespan_context
+        try:
+            found = await discovery.discover(services, query=query, limit=limit)
+        except discovery.DiscoveryError as exc:
+            return error_result(f"discover_endpoints: {exc}", money_spent=False)
+        return CallToolResult(
+            content=[TextContent(type="text", text=discovery.discovery_text(found))],
+            structured_content=found.model_dump(mode="json"),
+        )
+
 
 def build_server(
-    settings: Settings, *, http: "httpx.AsyncClient | None" = None, ledger: Ledger | None = None
+    settings: Settings, *, http: "httpx.AsyncClient | None" = None, ledger: LedgerStore | None = None
 ) -> MCPServer[Services]:
     """The MCP server for `settings`. `http` and `ledger` replace the defaults (tests share them)."""
 
@@ -364,6 +461,7 @@ def build_server(
                 client = LazyHttpClient(settings)
                 stack.push_async_callback(client.aclose)
             services = Services(settings, client, ledger)
+            saved_images.ledger = services.ledger
             stack.push_async_callback(services.chain.aclose)
             stack.push_async_callback(services.aclose_public_http)
             if ledger is None:
@@ -376,19 +474,22 @@ def build_server(
             finally:
                 background.cancel_scope.cancel()
 
+    paid = tools_for(settings)
     free = FreeTools()
     _register_image_tools(free)
-    _register_account_tools(free)
-    server = MCPServer(
+    _register_account_tools(free, tuple(spec.name for spec in paid))
+    saved_images = SavedImages()
+    server = ImageServer(
         SERVER_NAME,
         version=__version__,
         instructions=_instructions(settings),
         lifespan=lifespan,
         log_level="WARNING",
-        tools=[*(_paid_tool(spec) for spec in CATALOG), *free.tools],
+        tools=[*(_paid_tool(spec) for spec in paid), *free.tools],
         # The SDK's default policy, with its lifetime named here: the replay guard keeps used tokens as long.
         request_state_security=RequestStateSecurity.ephemeral(ttl=STATE_TTL_SECONDS),
+        saved_images=saved_images,
     )
     # Outermost, so it sees the sealed token: `middleware=` would place it inside the request-state boundary.
-    server.middleware.insert(0, ApprovalReplayGuard(frozenset(spec.name for spec in CATALOG), ttl=STATE_TTL_SECONDS))
+    server.middleware.insert(0, ApprovalReplayGuard(frozenset(spec.name for spec in paid), ttl=STATE_TTL_SECONDS))
     return server

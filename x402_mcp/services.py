@@ -11,7 +11,7 @@ from x402_mcp.config import Settings, check_url
 from x402_mcp.payments.chain import ChainReader
 from x402_mcp.payments.errors import PaymentRefused
 from x402_mcp.payments.keys import KeySourceError, resolve_private_key
-from x402_mcp.payments.ledger import Ledger
+from x402_mcp.payments.ledger import LedgerStore, open_ledger
 from x402_mcp.payments.payer import Limit, Payer
 from x402_mcp.payments.policy import allowed_pay_to
 from x402_mcp.payments.reconcile import Reconciler
@@ -46,13 +46,13 @@ class Services:
         self,
         settings: Settings,
         http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
-        ledger: Ledger | None = None,
+        ledger: LedgerStore | None = None,
         public_http: httpx.AsyncClient | None = None,
     ) -> None:
         self.settings = settings
         self._http = http
         self._public_http = public_http
-        self.ledger = ledger if ledger is not None else Ledger(settings.resolved_ledger_path)
+        self.ledger = ledger if ledger is not None else open_ledger(settings)
         self.chain = ChainReader(settings.resolved_rpc_url, settings.chain.chain_id)
         self.reconciler = Reconciler(self.ledger, self.chain)
         self._wallet: Wallet | None = None
@@ -94,13 +94,18 @@ class Services:
         override = self.settings.tool_variable(spec.path_variable)
         if override and override.startswith(("http://", "https://")):
             return check_url(override, spec.path_variable)
+        if not override and spec.path.startswith(("http://", "https://")):
+            return spec.path  # a user catalog entry's absolute URL, checked when the file was loaded
         return f"{self.settings.base_url}/{(override or spec.path).lstrip('/')}"
 
     def ceiling(self, spec: ToolSpec) -> Limit:
         return Limit(spec.price_ceiling_atomic, f"the {spec.name} price ceiling")
 
     def allowed_pay_to(self, spec: ToolSpec) -> frozenset[str] | None:
-        return allowed_pay_to(self.settings.policy, self.settings.pinned_pay_to(spec.name))
+        pinned = self.settings.pinned_pay_to(spec.name)
+        if spec.pay_to is not None:  # the catalog entry's own payees, narrowed further by the variable
+            pinned = spec.pay_to if pinned is None else pinned & spec.pay_to
+        return allowed_pay_to(self.settings.policy, pinned)
 
     async def aclose(self) -> None:
         """For owners that made these services themselves (the CLI)."""

@@ -30,7 +30,7 @@ from x402_mcp import net, safe_json
 from x402_mcp.payments import protocol
 from x402_mcp.payments.assets import Network, format_usdc
 from x402_mcp.payments.errors import PaymentDeclined, PaymentRefused, ReceiptError, UpstreamError
-from x402_mcp.payments.ledger import BudgetExceeded, Ledger, SignedPayment, Status
+from x402_mcp.payments.ledger import BudgetExceeded, LedgerStore, LedgerUnavailable, SignedPayment, Status
 from x402_mcp.payments.policy import Decision, Policy, decide
 from x402_mcp.payments.signer import Wallet
 
@@ -121,10 +121,16 @@ class Quote:
     challenge: protocol.Challenge | None = None
     chosen: protocol.ChosenPayment | None = None
     decision: Decision | None = None
+    #: How many payments of `amount` the decision covers (variants: one approval for all of them).
+    count: int = 1
 
     @property
     def amount(self) -> int:
         return self.chosen.requirement.amount if self.chosen else 0
+
+    @property
+    def total(self) -> int:
+        return self.amount * self.count
 
     @property
     def pay_to(self) -> str | None:
@@ -148,7 +154,7 @@ class Payer:
         http: httpx.AsyncClient | Callable[[], httpx.AsyncClient],
         wallet: Callable[[], Wallet],
         network: Network,
-        ledger: Ledger,
+        ledger: LedgerStore,
         policy: Policy,
         *,
         max_attempts: int = 3,
@@ -176,8 +182,9 @@ class Payer:
         ceiling: Limit,
         allowed_pay_to: frozenset[str] | None = None,
         progress: Progress = _no_progress,
+        count: int = 1,
     ) -> Quote:
-        """Ask the endpoint its price; raise `PaymentRefused` if the policy forbids paying it."""
+        """Ask the endpoint its price; raise `PaymentRefused` if the policy forbids paying it `count` times."""
         import httpx
 
         await progress("asking the upstream for its price")
@@ -200,10 +207,14 @@ class Payer:
             limit_name=tightest.name,
             allowed_pay_to=allowed_pay_to,
         )
-        decision = decide(self._policy, self._ledger.spending(), chosen.requirement.amount)
+        try:
+            spending = self._ledger.spending()
+        except LedgerUnavailable as exc:
+            raise PaymentRefused(f"nothing was signed or paid: {exc}") from None
+        decision = decide(self._policy, spending, chosen.requirement.amount, count)
         if decision.verdict == "deny":
             raise PaymentRefused(f"nothing was signed or paid: {decision.reason}")
-        return Quote(tool, url, body, challenge=challenge, chosen=chosen, decision=decision)
+        return Quote(tool, url, body, challenge=challenge, chosen=chosen, decision=decision, count=count)
 
     # --- pay (spends) ----------------------------------------------------------------------
 
@@ -249,6 +260,10 @@ class Payer:
             ledger_id = await anyio.to_thread.run_sync(partial(self._ledger.record_signed, signed, self._policy))
         except BudgetExceeded as exc:
             raise PaymentRefused(f"nothing was paid: {exc}") from None
+        except LedgerUnavailable as exc:
+            # Not recorded (or not known to be), so the header never leaves; a row that did commit
+            # stays `signed` and counted until reconciliation finds its nonce unused.
+            raise PaymentRefused(f"nothing was paid: {exc}") from None
         payment = Payment(
             ledger_id=ledger_id,
             amount=auth.value,
@@ -276,7 +291,7 @@ class Payer:
             answer, lost = await self._send_paid(quote, {header_name: header_value}, payment)
         except BaseException as exc:
             # No usable answer, or the call was cancelled mid-flight: the header may have arrived.
-            self._ledger.mark_unknown(ledger_id, f"no answer to the paid request: {type(exc).__name__}"[:300])
+            self._note_unknown(ledger_id, f"no answer to the paid request: {type(exc).__name__}"[:300])
             raise
         return self._conclude(quote.url, answer, lost, payment)
 
@@ -342,8 +357,15 @@ class Payer:
 
     def _no_answer(self, payment: Payment, note: str) -> Payment:
         """Record that the paid request got no usable answer: the payment stays counted."""
-        self._ledger.mark_unknown(payment.ledger_id, note[:300])
+        self._note_unknown(payment.ledger_id, note[:300])
         return replace(payment, status="unknown")
+
+    def _note_unknown(self, ledger_id: int, note: str) -> None:
+        """Write `unknown` if the ledger can be reached; the row stays `signed` (counted) if not."""
+        try:
+            self._ledger.mark_unknown(ledger_id, note)
+        except LedgerUnavailable as exc:
+            log.warning("payment %d: the outcome could not be written: %s", ledger_id, exc)
 
     def _conclude(self, url: str, answer: httpx.Response, lost: bool, payment: Payment) -> UpstreamResponse:
         """Record the outcome the answer shows, then return the answer or raise what it means."""

@@ -27,6 +27,8 @@ class Policy:
     confirm_above: int
     #: Lower-cased payTo addresses allowed for every tool; None allows any.
     allowed_pay_to: frozenset[str] | None = None
+    #: Most one user (X402_USER) may pay per UTC day, within the team's daily budget; None: no cap.
+    user_daily_budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Spending:
 
     today: int
     total: int
+    #: What this process's user (X402_USER) has counted today.
+    user_today: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,17 +60,31 @@ def budget_refusal(policy: Policy, spending: Spending, amount: int) -> str | Non
             f"({format_usdc(spending.today)} spent or pending today, {format_usdc(left)} left, "
             f"this call needs {format_usdc(amount)}); it resets at 00:00 UTC, or raise X402_DAILY_BUDGET"
         )
+    if policy.user_daily_budget is not None and spending.user_today + amount > policy.user_daily_budget:
+        left = max(0, policy.user_daily_budget - spending.user_today)
+        return (
+            f"your per-user daily budget {format_usdc(policy.user_daily_budget)} USDC reached "
+            f"({format_usdc(spending.user_today)} spent or pending by you today, {format_usdc(left)} left, "
+            f"this call needs {format_usdc(amount)}); it resets at 00:00 UTC, or ask for a higher "
+            "X402_USER_DAILY_BUDGET"
+        )
     if policy.total_budget is not None and spending.total + amount > policy.total_budget:
         return (
             f"total budget {format_usdc(policy.total_budget)} USDC reached "
-            f"({format_usdc(spending.total)} spent or pending, this call needs {format_usdc(amount)}); "
+            f"({format_usdc(spending.total)} spent or pending, "
+            f"{format_usdc(max(0, policy.total_budget - spending.total))} left, "
+            f"this call needs {format_usdc(amount)}); "
             "raise X402_TOTAL_BUDGET to spend more"
         )
     return None
 
 
-def decide(policy: Policy, spending: Spending, amount: int) -> Decision:
-    """Allow, ask the user first, or deny a payment of `amount` (already under the per-call caps)."""
+def decide(policy: Policy, spending: Spending, amount: int, count: int = 1) -> Decision:
+    """Allow, ask the user first, or deny `count` payments of `amount` each (already under the per-call caps).
+
+    Several payments (variants) are judged as one: each against X402_MAX_PER_CALL, their total against
+    the budgets and X402_CONFIRM_ABOVE, so they are all refused or all approved before the first signature.
+    """
     if amount <= 0:
         return Decision("deny", "a payment must be a positive amount")
     if amount > policy.max_per_call:
@@ -74,14 +92,13 @@ def decide(policy: Policy, spending: Spending, amount: int) -> Decision:
             "deny",
             f"{format_usdc(amount)} USDC is above X402_MAX_PER_CALL of {format_usdc(policy.max_per_call)} USDC",
         )
-    refusal = budget_refusal(policy, spending, amount)
+    total = amount * count
+    refusal = budget_refusal(policy, spending, total)
     if refusal is not None:
-        return Decision("deny", refusal)
-    if amount > policy.confirm_above:
-        return Decision(
-            "confirm",
-            f"{format_usdc(amount)} USDC is above X402_CONFIRM_ABOVE ({format_usdc(policy.confirm_above)})",
-        )
+        return Decision("deny", refusal if count == 1 else f"{count} calls of {format_usdc(amount)} USDC: {refusal}")
+    if total > policy.confirm_above:
+        what = f"{format_usdc(total)} USDC" + (f" ({count} calls of {format_usdc(amount)})" if count > 1 else "")
+        return Decision("confirm", f"{what} is above X402_CONFIRM_ABOVE ({format_usdc(policy.confirm_above)})")
     return Decision("allow")
 
 

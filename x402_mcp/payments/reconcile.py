@@ -19,7 +19,7 @@ import anyio
 
 from x402_mcp.payments.assets import format_usdc
 from x402_mcp.payments.chain import ChainReader, ChainUnavailable
-from x402_mcp.payments.ledger import Ledger
+from x402_mcp.payments.ledger import LedgerStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class ReconcileStatus:
 
 
 class Reconciler:
-    def __init__(self, ledger: Ledger, chain: ChainReader, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ledger: LedgerStore, chain: ChainReader, *, clock: Callable[[], float] = time.time) -> None:
         self._ledger = ledger
         self._chain = chain
         self._clock = clock
