@@ -194,3 +194,25 @@ def test_composite_touches_nothing_beyond_the_feather_on_a_large_image() -> None
     assert out.size == size
     assert identical(blank_outside(out, reach), blank_outside(source, reach))
     assert out.getpixel((1150, 850)) == (250, 10, 10)  # the mask's middle is the model's
+
+
+async def test_a_job_that_finishes_within_the_call_is_composited_and_a_resumed_one_says_it_is_not(
+    key: str,
+) -> None:
+    source = noise(W, H)
+    args = inpaint_args(encode(source), mask_png((W, H), BOX))
+    config = SandboxConfig(protocol=2, inpaint_drift=True, async_jobs={"image-inpaint": 0.3})
+    with running_sandbox(config) as upstream:
+        async with session(upstream, key, data_uri_inputs=True) as s:
+            waited = ok(await s.call("image_inpaint", args))  # the job ends within X402_WAIT_SECONDS
+        reach = grown(BOX, feather_margin(4), (W, H))
+        assert identical(blank_outside(saved(waited), reach), blank_outside(source, reach))
+        upstream.state.config.async_jobs = {"image-inpaint": 2.0}
+        async with session(upstream, key, data_uri_inputs=True, wait_seconds=0.2) as s:
+            handle = ok(await s.call("image_inpaint", args))
+            assert handle["image_url"] is None
+            job_id = handle["job"]["job_id"]
+        async with session(upstream, key) as later:  # waits long enough this time, never pays again
+            resumed = ok(await later.call("image_job_status", {"job_id": job_id}))
+        assert len(upstream.state.settlements) == 2
+    assert resumed["saved"] is not None and any(note.startswith("resumed job:") for note in resumed["notes"])

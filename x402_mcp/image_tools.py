@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from x402_mcp import jobs
 from x402_mcp.account import PaymentEntry, payment_entry
+from x402_mcp.catalog import ToolSpec
 from x402_mcp.catalog import spec as catalog_spec
 from x402_mcp.image_inputs import InputError, is_http_url, load_image, resolve_local_path
 from x402_mcp.image_outputs import output_name, write_exclusive
@@ -99,13 +100,31 @@ async def image_job_status(services: Services, job_id: str, progress: Progress) 
     receipt = payment_info_from_row(row)
     spec = catalog_spec(job.tool, services.settings)
     if job.status == "succeeded" and job.result is not None:
-        return await deliver(spec, job.result, receipt, services, progress, save=job.save, job_id=job.job_id)
+        return await deliver(
+            spec, job.result, receipt, services, progress, save=job.save, job_id=job.job_id, notes=_resumed_notes(spec)
+        )
     if job.status == "failed":
         return error_result(
             f"the job {job_id} failed upstream. It was paid when it was created.", money_spent=True, receipt=receipt
         )
     return await wait_for_job(
-        spec, jobs.JobHandle(job.job_id, job.status_url), receipt, services, progress, save=job.save
+        spec,
+        jobs.JobHandle(job.job_id, job.status_url),
+        receipt,
+        services,
+        progress,
+        save=job.save,
+        notes=_resumed_notes(spec),
+    )
+
+
+def _resumed_notes(spec: ToolSpec) -> tuple[str, ...]:
+    """What a resumed job cannot redo: the inputs of the first call (source, mask, save_as) are not kept."""
+    if spec.name != "image_inpaint":
+        return ()
+    return (
+        "resumed job: saved as the model answered (into X402_OUTPUT_DIR); the paste onto the source "
+        "(preserve_unmasked, crop_to_mask) and save_as apply only within the call that paid",
     )
 
 
