@@ -635,14 +635,13 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
             total = Stat.of(cpu["main"]["cpu_ms"]["ours"]).median
             ledger_pieces = (
                 "ledger: budget read (spending)",
-                "ledger: signed record in a worker thread",
+                "ledger: signed record (record_signed)",
                 "ledger: outcome (mark_settled)",
-                "ledger: read back a row (get)",
             )
             requests = split.get("httpx: two requests, x402_mcp.net.send", split["httpx: two requests, client.post"])
             parts = {
                 "signing (`Wallet.sign_typed_data`: `Account.sign_typed_data`)": split["signing"]["cpu_ms"],
-                "ledger: budget read, signed record (in a worker thread, fsync), outcome (fsync), read back": sum(
+                "ledger: budget read, signed record (fsync), outcome (fsync)": sum(
                     split[name]["cpu_ms"] for name in ledger_pieces
                 ),
                 "protocol: parse, choose, build, encode, decode": split["protocol parse/choose/encode/decode"][

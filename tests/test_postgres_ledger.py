@@ -176,7 +176,8 @@ async def test_postgres_stopped_mid_run_refuses_before_signing_then_recovers(
     assert f"the ledger at postgresql://127.0.0.1:{postgres.port}/" in text and "is unreachable" in text, text
     assert "nothing was signed or paid" in text and "then try again" in text, text
     assert PASSWORD not in text and PASSWORD not in text_of(status)
-    assert status.is_error  # a free tool too: it cannot read the budgets
+    # A free tool too: it cannot read the budgets, and says where the ledger is.
+    assert status.is_error and "is unreachable" in text_of(status), text_of(status)
     assert not again.is_error, text_of(again)
 
     # Exactly two payments left the process, both settled; nothing unaccounted on either side.

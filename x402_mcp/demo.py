@@ -92,12 +92,38 @@ async def _drive(env: dict[str, str], workdir: str) -> int:
             "image_inpaint",
             await client.call_tool("image_inpaint", {"image": source, "mask": mask_path, "prompt": "a full moon"}),
         )
+        if inpainted.get("saved"):
+            _before_and_after(Path(source), Path(mask_path), Path(inpainted["saved"]["path"]))
         status = await client.call_tool("wallet_status", {})
         _out()
         _out("wallet_status, from the server's own ledger:")
         for line in _text(status).splitlines():
             _out(f"  {line}")
         return 0 if edited and inpainted else 1
+
+
+def _before_and_after(source: Path, mask: Path, result: Path) -> None:
+    """Show that inpainting kept every unmasked pixel, and save the three side by side."""
+    from PIL import Image, ImageChops, ImageFilter
+
+    with Image.open(source) as a, Image.open(mask) as m, Image.open(result) as b:
+        before, after = a.convert("RGB"), b.convert("RGB")
+        # Beyond the mask and its feather (mask_blur 4 px reaches about 12 px) the server keeps the source.
+        near = m.convert("L").point(lambda v: 255 if v >= 128 else 0).filter(ImageFilter.MaxFilter(29))
+        changed = ImageChops.difference(before, after).convert("L").point(lambda v: 255 if v else 0)
+        outside = near.point(lambda v: 0 if v else 255)
+        kept = outside.histogram()[255]
+        differing = ImageChops.multiply(changed, outside).histogram()[255]
+        sheet = Image.new("RGB", (before.width * 3, before.height), "white")
+        for index, panel in enumerate((before, m.convert("RGB"), after)):
+            sheet.paste(panel, (index * before.width, 0))
+    path = result.with_name("inpaint-before-after.png")
+    sheet.save(path)
+    _out(
+        f"    kept      {kept - differing:,} of {kept:,} pixels outside the feathered mask identical to the "
+        "source (the sandbox's model repaints every pixel slightly, as real models do)"
+    )
+    _out(f"    compare   {path} (before | mask | after)")
 
 
 def run_demo(*, protocol: int = 1, network: str = "base-sepolia", output_dir: Path = Path("x402-demo")) -> int:
@@ -107,7 +133,8 @@ def run_demo(*, protocol: int = 1, network: str = "base-sepolia", output_dir: Pa
     key = new_private_key()
     payer = Wallet(key).address
     output = output_dir.expanduser().absolute()
-    config = SandboxConfig(protocol=protocol, network=network)  # type: ignore[arg-type]
+    # inpaint_drift: the sandbox's inpainting repaints the whole picture a little, as gpt-image does.
+    config = SandboxConfig(protocol=protocol, network=network, inpaint_drift=True)  # type: ignore[arg-type]
     with running_sandbox(config) as sandbox:
         _out(f"Sandbox x402 upstream (x402 v{protocol}, {network}) at {sandbox.base_url}")
         _out(f"Throwaway wallet {payer}: {format_usdc(config.default_balance)} test USDC, no real money")

@@ -33,6 +33,7 @@ from x402_mcp import image_convert as image_convert_module
 from x402_mcp.approval_replay import STATE_TTL_SECONDS, ApprovalReplayGuard, approval_refusal
 from x402_mcp.catalog import CATALOG, ImageResult, ToolSpec, tools_for
 from x402_mcp.config import Settings
+from x402_mcp.errors import X402Error
 from x402_mcp.image_inputs import InputError
 from x402_mcp.image_resources import ImageServer, SavedImages
 from x402_mcp.images.convert import ConvertSpec, Crop
@@ -377,7 +378,10 @@ def _register_account_tools(server: FreeTools, paid_names: tuple[str, ...]) -> N
         annotations=FREE_TOOL_ANNOTATIONS,
     )
     async def wallet_status(ctx: Context[Services, Any]) -> Annotated[CallToolResult, account.WalletStatus]:
-        status = await account.wallet_status(ctx.request_context.lifespan_context)
+        try:
+            status = await account.wallet_status(ctx.request_context.lifespan_context)
+        except X402Error as exc:  # the ledger cannot be read (a PostgreSQL server that is down)
+            return error_result(f"wallet_status: {exc}", money_spent=False)
         return CallToolResult(
             content=[TextContent(type="text", text=account.wallet_status_text(status))],
             structured_content=status.model_dump(mode="json"),
@@ -397,7 +401,10 @@ def _register_account_tools(server: FreeTools, paid_names: tuple[str, ...]) -> N
             Field(description="Only this tool's payments."),
         ] = None,
     ) -> list[account.PaymentEntry]:
-        return account.payment_history(ctx.request_context.lifespan_context, limit, tool)
+        try:
+            return account.payment_history(ctx.request_context.lifespan_context, limit, tool)
+        except X402Error as exc:  # the ledger cannot be read
+            raise ToolError(str(exc)) from None
 
     @server.tool(
         name="quote",

@@ -21,7 +21,6 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -256,8 +255,8 @@ class Payer:
             payment_identifier=payment_id,
         )
         try:
-            # In a thread: its fsync must not hold up the answers other calls are waiting for.
-            ledger_id = await anyio.to_thread.run_sync(partial(self._ledger.record_signed, signed, self._policy))
+            # On the event loop, like every ledger call: one short transaction, no await inside it.
+            ledger_id = self._ledger.record_signed(signed, self._policy)
         except BudgetExceeded as exc:
             raise PaymentRefused(f"nothing was paid: {exc}") from None
         except LedgerUnavailable as exc:
@@ -379,17 +378,19 @@ class Payer:
         earlier = ""
         if lost:
             earlier = " An earlier attempt with the same authorization got no answer, so it may have settled then."
+        written: Status
         try:
             if receipt is not None and receipt.success:
-                self._ledger.mark_settled(ledger_id, receipt.transaction)
+                written, moved = "settled", self._ledger.mark_settled(ledger_id, receipt.transaction)
             elif receipt is not None:
                 note = f"failure receipt (the upstream's word): {receipt.error_reason or '-'}"
                 if lost:
                     note += "; an earlier attempt's answer was lost"
-                self._ledger.mark_declined(ledger_id, note)
+                written, moved = "declined", self._ledger.mark_declined(ledger_id, note)
             else:
-                self._ledger.mark_unknown(ledger_id, f"HTTP {status} without a receipt")
-            recorded = self._ledger.get(ledger_id).status  # reconciliation may know more already
+                written, moved = "unknown", self._ledger.mark_unknown(ledger_id, f"HTTP {status} without a receipt")
+            # Not moved: reconciliation already knows more (a final status); report what the ledger holds.
+            recorded = written if moved else self._ledger.get(ledger_id).status
         except Exception:
             # The answer is worth more than the note: the row stays `signed`, counted and reconcilable.
             log.exception("payment %d: the outcome could not be written to the ledger", ledger_id)
