@@ -1,8 +1,7 @@
 """The signed record is in the ledger before its payment header reaches the upstream.
 
-The payer writes it on the event loop when it is alone and in a thread while other calls wait on
-the network; both paths must keep the rule. The upstream here is a plain HTTP server on loopback
-that, on receiving a payment, looks the nonce up in the ledger file through its own connection.
+The upstream here is a plain HTTP server on loopback that, on receiving a payment, looks the nonce
+up in the ledger file through its own connection.
 """
 
 from __future__ import annotations
@@ -109,7 +108,7 @@ async def test_every_payment_is_recorded_before_it_arrives(upstream: tuple[Watch
 
         for _ in range(3):  # one at a time: written on the event loop
             await one_call()
-        await asyncio.gather(*(one_call() for _ in range(12)))  # overlapping: written in a thread
+        await asyncio.gather(*(one_call() for _ in range(12)))  # overlapping calls
     assert watcher.seen == ["signed"] * 15
     assert ledger.spending().today == 15 * ledger.get(1).amount
     ledger.close()
