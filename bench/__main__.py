@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import baseline, startup
+from bench import baseline, composite, startup
 from bench.common import PROFILES, REPO, Stat, fsync_probe, machine, run_worker, upstream_process
 
-SECTIONS = ("startup", "paid", "cpu", "concurrent", "preview", "baseline", "profiles")
+SECTIONS = ("startup", "paid", "cpu", "concurrent", "preview", "composite", "baseline", "profiles")
 #: The goals the report judges against (issue #9): start-up vs the bare server, and our client CPU
 #: per paid call vs the official client as installed.
 STARTUP_GOAL = 1.15
@@ -472,6 +472,20 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
                 )
             )
 
+    comp = results.get("composite")
+    if comp:
+        pixels = comp["pixels"]
+        rows.append(
+            (
+                "7. inpaint composite, 4096x4096 source and mask, 1024x1024 answer (warm)",
+                f"{pixels['warm_median_s'] * 1000:.0f} ms, peak RSS {pixels['peak_rss_mb']:.0f} MB",
+                "—",
+                "—",
+                f"≤ {comp['goal']['seconds'] * 1000:.0f} ms, ≤ {comp['goal']['rss_mb']} MB",
+                "PASS" if comp["goal"]["met_warm"] else "**FAIL**",
+            )
+        )
+
     add("## Results")
     add("")
     add("| figure | ours | reference | ratio (median, spread, n) | goal | verdict |")
@@ -742,6 +756,25 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
             )
         add("")
 
+    if comp:
+        add("## 7. Inpainting composite and contact sheet")
+        add("")
+        add("`bench/composite.py`: each measurement in a fresh process (its own peak RSS), the first call (cold)")
+        add("and a second (warm). pixels: `composite_images` on decoded images (the model's 1024x1024 answer")
+        add("scaled to the 4096x4096 source, pasted through the feathered mask); bytes: the whole `composite`,")
+        add("PNG in and PNG out; contact: the contact sheet of four 1024x1024 PNGs (the `n` variants' preview).")
+        add("")
+        add("| measurement | first call | warm (median, spread) | peak RSS | RSS before |")
+        add("|---|---|---|---|---|")
+        for name in ("pixels", "bytes", "contact"):
+            c = comp[name]
+            add(
+                f"| {name} | {c['first_median_s'] * 1000:.0f} ms | {c['warm_median_s'] * 1000:.0f} ms "
+                f"({c['warm_min_s'] * 1000:.0f}-{c['warm_max_s'] * 1000:.0f}, n={c['n']}) | "
+                f"{c['peak_rss_mb']:.0f} MB | {c['rss_before_mb']:.0f} MB |"
+            )
+        add("")
+
     profiles = results.get("profiles")
     if profiles:
         add("## Profiles")
@@ -815,6 +848,7 @@ def main() -> None:
         "cpu": ("3. client CPU per paid call", lambda: run_cpu(plan)),
         "concurrent": ("4. concurrent paid calls", lambda: run_concurrent(plan)),
         "preview": ("6. previews", lambda: run_worker("bench.preview", ["--trials", str(plan.preview_trials)])),
+        "composite": ("7. inpaint composite, contact sheet", lambda: composite.run(plan.preview_trials)),
         "baseline": ("what the change costs: this tree vs --baseline", lambda: run_baseline(plan, args.baseline)),
         "profiles": ("profiles", run_profiles),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -36,4 +37,7 @@ def test_demo_pays_for_three_images_and_saves_them(version: str, tmp_path: Path)
     assert f"x402 v{version}" in out
     saved = sorted(path.name.split("-2")[0] for path in (tmp_path / "out").iterdir() if path.name != ".gitignore")
     assert (tmp_path / "out" / ".gitignore").read_text().splitlines()[-1] == "*"  # results stay out of git
-    assert saved == ["image-edit", "image-generate", "image-inpaint", "mask"]
+    assert saved == ["image-edit", "image-generate", "image-inpaint", "inpaint-before-after.png", "mask"]
+    # The sandbox's inpainting repaints every pixel a little; the saved result keeps the unmasked ones exactly.
+    kept = re.search(r"kept      ([\d,]+) of ([\d,]+) pixels outside the feathered mask identical", out)
+    assert kept is not None and kept.group(1) == kept.group(2) and int(kept.group(2).replace(",", "")) > 100_000, out
