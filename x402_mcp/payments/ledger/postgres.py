@@ -43,6 +43,7 @@ from x402_mcp.payments.ledger.records import (
     ReportKey,
     SignedPayment,
     Status,
+    Transitions,
 )
 from x402_mcp.payments.ledger.where import ledger_origin
 from x402_mcp.payments.policy import COUNTED_STATUSES, Policy, Spending, budget_refusal, utc_day
@@ -148,7 +149,7 @@ _INSERT = (
 )
 
 
-class PostgresLedger:
+class PostgresLedger(Transitions):
     def __init__(self, url: str, *, user: str = "", clock: Any = time.time, max_connections: int = 8) -> None:
         self.where = ledger_origin(url)
         self.user = user
@@ -318,46 +319,6 @@ class PostgresLedger:
             return False
 
         return self._retrying(move)  # type: ignore[no-any-return]
-
-    def mark_settled(self, payment_id: int, transaction: str | None, note: str | None = None) -> bool:
-        """A success receipt or the chain: the strongest evidence, from any status but expired."""
-        fields: dict[str, Any] = {"status": "settled", "note": note}
-        if transaction:
-            fields["transaction_hash"] = transaction
-        return self._move(payment_id, ("signed", "unknown", "declined", "settled"), fields)
-
-    def mark_declined(self, payment_id: int, note: str) -> bool:
-        """A failure receipt: recorded as the upstream's word; the payment stays counted."""
-        return self._move(payment_id, ("signed", "unknown"), {"status": "declined", "note": note})
-
-    def mark_unknown(self, payment_id: int, note: str) -> bool:
-        """No readable outcome; weaker than anything reconciliation may have found meanwhile."""
-        return self._move(payment_id, ("signed", "unknown"), {"status": "unknown", "note": note})
-
-    def mark_expired(self, payment_id: int, note: str) -> bool:
-        """Proven unusable: valid_before passed and the chain says the nonce is unused."""
-        return self._move(payment_id, UNRESOLVED, {"status": "expired", "note": note})
-
-    def record_output(
-        self,
-        payment_id: int,
-        *,
-        image_url: str | None = None,
-        output_path: str | None = None,
-        output_sha256: str | None = None,
-        parent_id: int | None = None,
-        prompt: str | None = None,
-    ) -> None:
-        fields = {
-            "image_url": image_url,
-            "output_path": output_path,
-            "output_sha256": output_sha256,
-            "parent_id": parent_id,
-            "prompt": prompt,
-        }
-        fields = {k: v for k, v in fields.items() if v is not None}
-        if fields:
-            self._move(payment_id, STATUSES, fields)
 
     def _rows(self, query: str, params: Any = ()) -> list[dict[str, Any]]:
         def read(cursor: psycopg.Cursor[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -135,3 +135,54 @@ class LedgerStore(Protocol):
     def recent(self, limit: int = 20, *, tool: str | None = None) -> list[PaymentRow]: ...
     def unresolved(self) -> list[PaymentRow]: ...
     def report(self, by: ReportKey | None = None) -> list[dict[str, Any]]: ...
+
+
+class Transitions:
+    """The state machine's moves, once for every backend: each backend supplies `_move`.
+
+    `_move(payment_id, expected, fields)` updates the row if its status is one of `expected` and
+    says whether it did (False: the row already holds stronger news); LookupError for no such row.
+    """
+
+    def _move(self, payment_id: int, expected: tuple[Status, ...], fields: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def mark_settled(self, payment_id: int, transaction: str | None, note: str | None = None) -> bool:
+        """A success receipt or the chain: the strongest evidence, from any status but expired."""
+        fields: dict[str, Any] = {"status": "settled", "note": note}
+        if transaction:
+            fields["transaction_hash"] = transaction
+        return self._move(payment_id, ("signed", "unknown", "declined", "settled"), fields)
+
+    def mark_declined(self, payment_id: int, note: str) -> bool:
+        """A failure receipt: recorded as the upstream's word; the payment stays counted."""
+        return self._move(payment_id, ("signed", "unknown"), {"status": "declined", "note": note})
+
+    def mark_unknown(self, payment_id: int, note: str) -> bool:
+        """No readable outcome; weaker than anything reconciliation may have found meanwhile."""
+        return self._move(payment_id, ("signed", "unknown"), {"status": "unknown", "note": note})
+
+    def mark_expired(self, payment_id: int, note: str) -> bool:
+        """Proven unusable: valid_before passed and the chain says the nonce is unused."""
+        return self._move(payment_id, UNRESOLVED, {"status": "expired", "note": note})
+
+    def record_output(
+        self,
+        payment_id: int,
+        *,
+        image_url: str | None = None,
+        output_path: str | None = None,
+        output_sha256: str | None = None,
+        parent_id: int | None = None,
+        prompt: str | None = None,
+    ) -> None:
+        fields = {
+            "image_url": image_url,
+            "output_path": output_path,
+            "output_sha256": output_sha256,
+            "parent_id": parent_id,
+            "prompt": prompt,
+        }
+        fields = {k: v for k, v in fields.items() if v is not None}
+        if fields:
+            self._move(payment_id, STATUSES, fields)

@@ -28,6 +28,7 @@ from x402_mcp.payments.ledger.records import (
     ReportKey,
     SignedPayment,
     Status,
+    Transitions,
 )
 from x402_mcp.payments.policy import COUNTED_STATUSES, Policy, Spending, budget_refusal, utc_day
 
@@ -164,7 +165,7 @@ _STATUS_FROM_V1 = (
 )
 
 
-class Ledger:
+class Ledger(Transitions):
     def __init__(self, path: Path, *, user: str = "", clock: Any = time.time) -> None:
         self.path = path
         self.where = str(path)
@@ -311,46 +312,6 @@ class Ledger:
             if db.execute("SELECT 1 FROM payments WHERE id = ?", (payment_id,)).fetchone() is None:
                 raise LookupError(f"no payment {payment_id}")
             return False
-
-    def mark_settled(self, payment_id: int, transaction: str | None, note: str | None = None) -> bool:
-        """A success receipt or the chain: the strongest evidence, from any status but expired."""
-        fields: dict[str, Any] = {"status": "settled", "note": note}
-        if transaction:
-            fields["transaction_hash"] = transaction
-        return self._move(payment_id, ("signed", "unknown", "declined", "settled"), fields)
-
-    def mark_declined(self, payment_id: int, note: str) -> bool:
-        """A failure receipt: recorded as the upstream's word; the payment stays counted."""
-        return self._move(payment_id, ("signed", "unknown"), {"status": "declined", "note": note})
-
-    def mark_unknown(self, payment_id: int, note: str) -> bool:
-        """No readable outcome; weaker than anything reconciliation may have found meanwhile."""
-        return self._move(payment_id, ("signed", "unknown"), {"status": "unknown", "note": note})
-
-    def mark_expired(self, payment_id: int, note: str) -> bool:
-        """Proven unusable: valid_before passed and the chain says the nonce is unused."""
-        return self._move(payment_id, UNRESOLVED, {"status": "expired", "note": note})
-
-    def record_output(
-        self,
-        payment_id: int,
-        *,
-        image_url: str | None = None,
-        output_path: str | None = None,
-        output_sha256: str | None = None,
-        parent_id: int | None = None,
-        prompt: str | None = None,
-    ) -> None:
-        fields = {
-            "image_url": image_url,
-            "output_path": output_path,
-            "output_sha256": output_sha256,
-            "parent_id": parent_id,
-            "prompt": prompt,
-        }
-        fields = {k: v for k, v in fields.items() if v is not None}
-        if fields:
-            self._move(payment_id, STATUSES, fields)
 
     def find_output(
         self, *, image_url: str | None = None, path: str | None = None, sha256: str | None = None
