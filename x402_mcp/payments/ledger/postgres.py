@@ -44,6 +44,7 @@ from x402_mcp.payments.ledger.records import (
     SignedPayment,
     Status,
     Transitions,
+    signed_row_values,
 )
 from x402_mcp.payments.ledger.where import ledger_origin
 from x402_mcp.payments.policy import COUNTED_STATUSES, Policy, Spending, budget_refusal, utc_day
@@ -274,26 +275,7 @@ class PostgresLedger(Transitions):
                 raise BudgetExceeded(refusal)
             cursor.execute(
                 _INSERT,
-                (
-                    now,
-                    now,
-                    day,
-                    payment.tool,
-                    payment.url,
-                    payment.request_digest,
-                    json.dumps(payment.requirement, sort_keys=True),
-                    payment.x402_version,
-                    payment.amount,
-                    payment.network,
-                    payment.asset,
-                    payment.pay_to,
-                    payment.payer,
-                    payment.nonce,
-                    payment.valid_before,
-                    payment.signature,
-                    payment.payment_identifier,
-                    self.user,
-                ),
+                signed_row_values(payment, now, day, self.user),
             )
             row = cursor.fetchone()
             assert row is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -186,3 +187,29 @@ class Transitions:
         fields = {k: v for k, v in fields.items() if v is not None}
         if fields:
             self._move(payment_id, STATUSES, fields)
+
+
+def signed_row_values(payment: SignedPayment, now: float, day: str, user: str) -> tuple[Any, ...]:
+    """The values of a new `signed` row, in the order both backends' INSERT names the columns:
+    created_at, updated_at, day, tool, url, request_digest, requirement, x402_version, amount, network,
+    asset, pay_to, payer, nonce, valid_before, signature, payment_identifier, user_name."""
+    return (
+        now,
+        now,
+        day,
+        payment.tool,
+        payment.url,
+        payment.request_digest,
+        json.dumps(payment.requirement, sort_keys=True),
+        payment.x402_version,
+        payment.amount,
+        payment.network,
+        payment.asset,
+        payment.pay_to,
+        payment.payer,
+        payment.nonce,
+        payment.valid_before,
+        payment.signature,
+        payment.payment_identifier,
+        user,
+    )

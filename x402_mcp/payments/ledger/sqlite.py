@@ -29,6 +29,7 @@ from x402_mcp.payments.ledger.records import (
     SignedPayment,
     Status,
     Transitions,
+    signed_row_values,
 )
 from x402_mcp.payments.policy import COUNTED_STATUSES, Policy, Spending, budget_refusal, utc_day
 
@@ -272,26 +273,7 @@ class Ledger(Transitions):
                 "x402_version, amount, network, asset, pay_to, payer, nonce, valid_before, status, signature, "
                 "payment_identifier, user_name) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'signed', ?, ?, ?)",
-                (
-                    now,
-                    now,
-                    day,
-                    payment.tool,
-                    payment.url,
-                    payment.request_digest,
-                    json.dumps(payment.requirement, sort_keys=True),
-                    payment.x402_version,
-                    payment.amount,
-                    payment.network,
-                    payment.asset,
-                    payment.pay_to,
-                    payment.payer,
-                    payment.nonce,
-                    payment.valid_before,
-                    payment.signature,
-                    payment.payment_identifier,
-                    self.user,
-                ),
+                signed_row_values(payment, now, day, self.user),
             )
             return int(cursor.lastrowid or 0)
 
