@@ -15,13 +15,16 @@ from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from x402_mcp.config import Settings, load_settings
 from x402_mcp.payments.signer import Wallet, new_private_key
 from x402_mcp.sandbox import RunningSandbox, SandboxConfig, running_sandbox
+
+if TYPE_CHECKING:
+    from tests.pg import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
 CLOSED_RPC = "http://127.0.0.1:9/"
@@ -174,3 +177,21 @@ def static_files(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- PostgreSQL (tests/pg.py): one cluster for the whole session, a fresh database per test ---------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    from tests.pg import start_cluster
+
+    yield from start_cluster()
+
+
+@pytest.fixture
+def ledger_url(postgres: Cluster) -> str:
+    """A fresh database on the session's cluster, its URL with a password that must never be shown."""
+    from tests.pg import PASSWORD
+
+    return postgres.url(postgres.new_database(), password=PASSWORD)

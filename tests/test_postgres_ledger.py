@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import CallToolResult
 
 from tests.conftest import SERVER_COMMAND, server_env, settings_for
-from tests.pg import PASSWORD, Cluster, start_cluster
+from tests.pg import PASSWORD, Cluster
 from x402_mcp.config import ConfigError, load_settings
 from x402_mcp.payments.ledger import LedgerUnavailable, PaymentRow
 from x402_mcp.payments.ledger.postgres import PostgresLedger
@@ -37,17 +37,6 @@ from x402_mcp.server import build_server
 
 PRICE = 10_000  # image_generate in the sandbox: 0.01 USDC
 SMALL = {"width": 256, "height": 256}
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Cluster]:
-    yield from start_cluster()
-
-
-@pytest.fixture
-def ledger_url(postgres: Cluster) -> str:
-    """A fresh database on the session's cluster, its URL with a password that must never be shown."""
-    return postgres.url(postgres.new_database(), password=PASSWORD)
 
 
 def generate_args(tag: str) -> dict[str, Any]:

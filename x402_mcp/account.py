@@ -17,6 +17,7 @@ from x402_mcp.payments.chain import ChainUnavailable
 from x402_mcp.payments.keys import KeySourceError
 from x402_mcp.payments.ledger import PaymentRow
 from x402_mcp.payments.payer import Progress
+from x402_mcp.payments.policy import Caller
 from x402_mcp.services import Services, load_wallet
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,13 @@ class WalletStatus(BaseModel):
     network: str
     balance_usdc: str | None = Field(description="On-chain USDC balance; null when the RPC is unreachable.")
     balance_error: str | None = None
-    spent_today_usdc: str = Field(description="Paid or pending today (UTC), as the budget counts it.")
+    spent_today_usdc: str = Field(description="The team's (the wallet's) paid or pending today (UTC), as counted.")
     daily_budget_usdc: str
     left_today_usdc: str
+    user: str = Field(description="Who your calls pay for: X402_USER, or your HTTP user.")
+    user_spent_today_usdc: str = Field(description="What your own calls paid or left pending today (UTC).")
+    user_daily_budget_usdc: str | None = Field(description="Your own daily cap; null when only the team's applies.")
+    user_left_today_usdc: str = Field(description="What you may still pay today: your cap and the team's, both.")
     total_spent_usdc: str
     total_budget_usdc: str | None
     max_per_call_usdc: str
@@ -74,9 +79,12 @@ def payment_entry(row: PaymentRow) -> PaymentEntry:
     )
 
 
-async def wallet_status(services: Services) -> WalletStatus:
+async def wallet_status(services: Services, caller: Caller | None = None) -> WalletStatus:
+    """The wallet and the budgets as `caller` (default: the server's own user) sees them: the team's
+    totals and their own spend, never another user's payments."""
     settings = services.settings
-    policy = settings.policy
+    caller = caller or Caller(services.ledger.user)
+    policy = caller.policy(settings.policy)
     address: str | None
     try:
         wallet = load_wallet(settings)
@@ -96,8 +104,12 @@ async def wallet_status(services: Services) -> WalletStatus:
             balance = format_usdc(atomic)
         except (ChainUnavailable, TimeoutError) as exc:
             balance_error = f"{exc or 'timed out'}; set X402_RPC_URL to a reachable RPC for {settings.network}"
-    spending = services.ledger.spending()
+    spending = services.ledger.spending(caller.name)
     unresolved = services.ledger.unresolved()
+    team_left = max(0, policy.daily_budget - spending.today)
+    user_left = team_left
+    if policy.user_daily_budget is not None:
+        user_left = min(team_left, max(0, policy.user_daily_budget - spending.user_today))
     return WalletStatus(
         address=address,
         network=settings.network,
@@ -105,7 +117,11 @@ async def wallet_status(services: Services) -> WalletStatus:
         balance_error=balance_error,
         spent_today_usdc=format_usdc(spending.today),
         daily_budget_usdc=format_usdc(policy.daily_budget),
-        left_today_usdc=format_usdc(max(0, policy.daily_budget - spending.today)),
+        left_today_usdc=format_usdc(team_left),
+        user=caller.name,
+        user_spent_today_usdc=format_usdc(spending.user_today),
+        user_daily_budget_usdc=format_usdc(policy.user_daily_budget) if policy.user_daily_budget is not None else None,
+        user_left_today_usdc=format_usdc(user_left),
         total_spent_usdc=format_usdc(spending.total),
         total_budget_usdc=format_usdc(policy.total_budget) if policy.total_budget is not None else None,
         max_per_call_usdc=format_usdc(policy.max_per_call),
@@ -122,6 +138,9 @@ def wallet_status_text(status: WalletStatus) -> str:
         f"Wallet {status.address or 'not configured'} on {status.network}",
         f"Balance: {status.balance_usdc} USDC" if status.balance_usdc else f"Balance: unknown ({status.balance_error})",
         f"Spent today: {status.spent_today_usdc} of {status.daily_budget_usdc} USDC ({status.left_today_usdc} left)",
+        f"You ({status.user}): {status.user_spent_today_usdc} USDC today"
+        + (f" of your {status.user_daily_budget_usdc}" if status.user_daily_budget_usdc else "")
+        + f"; you may pay {status.user_left_today_usdc} USDC more today",
         f"Per call: at most {status.max_per_call_usdc} USDC; asks you above {status.confirm_above_usdc}",
     ]
     if status.unresolved_payments:
@@ -132,8 +151,12 @@ def wallet_status_text(status: WalletStatus) -> str:
     return "\n".join(lines)
 
 
-def payment_history(services: Services, limit: int, tool: str | None) -> list[PaymentEntry]:
-    return [payment_entry(row) for row in services.ledger.recent(limit, tool=tool)]
+def payment_history(
+    services: Services, limit: int, tool: str | None, caller: Caller | None = None
+) -> list[PaymentEntry]:
+    """`caller`'s own payments (default: the server's own user's): a user never sees another's prompts."""
+    user = (caller or Caller(services.ledger.user)).name
+    return [payment_entry(row) for row in services.ledger.recent(limit, tool=tool, user=user)]
 
 
 class QuoteResult(BaseModel):
@@ -149,9 +172,11 @@ class QuoteResult(BaseModel):
     reason: str | None = None
 
 
-async def quote(services: Services, tool: str, arguments: dict[str, Any], progress: Progress) -> QuoteResult:
+async def quote(
+    services: Services, tool: str, arguments: dict[str, Any], progress: Progress, caller: Caller | None = None
+) -> QuoteResult:
     """The price of a tool call, from the upstream's 402, without signing anything."""
-    prepared = await prepare_call(spec(tool, services.settings), arguments, services, progress)
+    prepared = await prepare_call(spec(tool, services.settings), arguments, services, progress, caller=caller)
     if prepared.error is not None:
         structured = prepared.error.structured_content or {}
         return QuoteResult(tool=tool, free=False, allowed=False, reason=str(structured.get("error", "refused")))

@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     new = wallet.add_parser("new", help="create a new encrypted keystore (mode 600)")
     new.add_argument("--keystore", type=Path, help="where to write it (default: X402_KEYSTORE or the data dir)")
 
+    users = commands.add_parser("users", help="the HTTP users file of a shared server (X402_HTTP_USERS_FILE)")
+    from x402_mcp.users_cli import add_arguments as add_users_arguments
+
+    add_users_arguments(users)
+
     convert = commands.add_parser("convert", help="resize, crop, convert or make icons from a local image (free)")
     from x402_mcp.image_convert import add_arguments
 
@@ -103,22 +108,23 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from x402_mcp.config import ConfigError, load_settings
     from x402_mcp.server import build_server
-    from x402_mcp.transports import TRANSPORT_ALIASES, resolve_token, serve
+    from x402_mcp.transports import TRANSPORT_ALIASES, serve, token_verifier
 
     try:
         settings = load_settings()
         transport = TRANSPORT_ALIASES[args.transport]
-        # Once, before building anything: it refuses an open non-loopback server, and the token it
-        # logs (when X402_HTTP_TOKEN is unset) is the one the server then demands.
-        token = resolve_token(settings, args.host) if transport != "stdio" else None
+        # Once, before building anything: it refuses an open non-loopback server, and the one-time
+        # token it logs (when no token is configured) is the one the server then accepts.
+        verifier = token_verifier(settings, args.host) if transport != "stdio" else None
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
     if settings.private_key is None and settings.key_file is None and settings.keystore is None:
         log.warning("no wallet is configured (X402_PRIVATE_KEY, X402_KEY_FILE or X402_KEYSTORE): tools refuse to pay")
-    server = build_server(settings)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    server = build_server(settings, token_verifier=verifier, server_url=f"http://{host}:{args.port}")
     _startup_done()
-    serve(server, transport, args.host, args.port, token)  # type: ignore[arg-type]
+    serve(server, transport, args.host, args.port)  # type: ignore[arg-type]
     return 0
 
 
@@ -172,6 +178,12 @@ def _money_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _users(args: argparse.Namespace) -> int:
+    from x402_mcp.users_cli import users_command
+
+    return users_command(args)
+
+
 def _convert(args: argparse.Namespace) -> int:
     from x402_mcp.image_convert import convert_command
 
@@ -184,7 +196,7 @@ def _startup_done() -> None:
     gc.enable()
 
 
-COMMANDS = ("serve", "sandbox", "demo", "quote", "discover", "wallet", "ledger", "convert")
+COMMANDS = ("serve", "sandbox", "demo", "quote", "discover", "wallet", "ledger", "convert", "users")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -199,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             arguments.insert(0, "serve")
         args = _parser().parse_args(arguments)
         _setup_logging()
-        handlers = {"serve": _serve, "sandbox": _sandbox, "demo": _demo, "convert": _convert}
+        handlers = {"serve": _serve, "sandbox": _sandbox, "demo": _demo, "convert": _convert, "users": _users}
         handlers |= dict.fromkeys(("quote", "discover", "wallet", "ledger"), _money_command)
         if args.command != "serve":
             _startup_done()

@@ -72,6 +72,9 @@ class Settings(BaseModel):
     timeout: float = Field(120.0, gt=0, le=3600, description="Seconds to wait for an upstream answer.")
     connect_timeout: float = Field(10.0, gt=0, le=600, description="Seconds to wait for a connection.")
     http_token: SecretStr | None = Field(None, description="Bearer token required by the HTTP transports.")
+    http_users_file: Path | None = Field(
+        None, description="TOML file of HTTP users (token hashes, daily budgets): `x402-image-mcp users add`."
+    )
 
     # Money safety: every limit is the user's, never a tool argument.
     daily_budget: Usdc = Field(Decimal("2.00"), description="Most USDC paid per UTC day, pending included.")

@@ -26,7 +26,9 @@ from pydantic import AnyUrl
 from x402_mcp.images.preview import make_preview
 from x402_mcp.payments.assets import format_usdc
 from x402_mcp.payments.ledger import LedgerStore
+from x402_mcp.payments.policy import Caller
 from x402_mcp.services import Services
+from x402_mcp.team_users import caller_of
 
 #: How many recent payments the list looks through.
 LIST_LIMIT = 200
@@ -40,11 +42,12 @@ class SavedImages:
 
     ledger: LedgerStore | None = None
 
-    def list(self) -> list[MCPResource]:
+    def list(self, user: str) -> list[MCPResource]:
+        """`user`'s saved images, newest first: a user never sees another's prompts."""
         if self.ledger is None:
             return []
         resources = []
-        for row in self.ledger.recent(LIST_LIMIT):
+        for row in self.ledger.recent(LIST_LIMIT, user=user):
             if not row.output_path or not Path(row.output_path).is_file():
                 continue
             path = Path(row.output_path)
@@ -72,13 +75,14 @@ class SavedImages:
             )
         return resources
 
-    def read(self, uri: str) -> tuple[bytes, str] | None:
-        """The saved file at `uri` (a preview when large), or None when no payment of ours saved it."""
+    def read(self, uri: str, user: str) -> tuple[bytes, str] | None:
+        """The saved file at `uri` (a preview when large), or None when no payment of `user`'s saved it."""
         parts = urlsplit(uri)
         if self.ledger is None or parts.scheme != "file" or parts.netloc not in ("", "localhost"):
             return None
         path = unquote(parts.path)
-        if self.ledger.find_output(path=path) is None or not Path(path).is_file():
+        found = self.ledger.find_output(path=path)
+        if found is None or self.ledger.get(found).user_name != user or not Path(path).is_file():
             return None
         data = Path(path).read_bytes()
         if len(data) <= MAX_READ_BYTES:
@@ -100,13 +104,23 @@ class ImageServer(MCPServer[Services]):
         super().__init__(*args, **kwargs)
         self.saved_images = saved_images
 
+    def _user(self) -> str:
+        """Who is asking: the HTTP request's authenticated user, else the server's own (X402_USER)."""
+        from mcp.server.auth.middleware.auth_context import get_access_token
+
+        own = self.saved_images.ledger.user if self.saved_images.ledger is not None else ""
+        return caller_of(get_access_token(), Caller(own)).name
+
     async def list_resources(self) -> list[MCPResource]:
-        return [*await super().list_resources(), *await anyio.to_thread.run_sync(self.saved_images.list)]
+        user = self._user()
+        saved = await anyio.to_thread.run_sync(lambda: self.saved_images.list(user))
+        return [*await super().list_resources(), *saved]
 
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[Services, Any] | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
-        found = await anyio.to_thread.run_sync(lambda: self.saved_images.read(str(uri)))
+        user = self._user()
+        found = await anyio.to_thread.run_sync(lambda: self.saved_images.read(str(uri), user))
         if found is None:
             return await super().read_resource(uri, context)
         data, mime_type = found

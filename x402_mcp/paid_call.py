@@ -31,6 +31,7 @@ from x402_mcp.image_outputs import OutputPlan, SavedImage, fetch_image, save_ima
 from x402_mcp.payments.assets import format_usdc
 from x402_mcp.payments.ledger import PaymentRow
 from x402_mcp.payments.payer import Payment, Progress, Quote, UpstreamResponse
+from x402_mcp.payments.policy import Caller
 from x402_mcp.services import Services
 
 log = logging.getLogger(__name__)
@@ -167,8 +168,11 @@ async def prepare_call(
     services: Services,
     progress: Progress,
     roots: Sequence[Path] = (),
+    caller: Caller | None = None,
 ) -> Prepared:
-    """Validate the input, read and check its images, ask the upstream its price. Free: nothing is signed."""
+    """Validate the input, read and check its images, ask the upstream its price. Free: nothing is signed.
+
+    `caller` is who would pay (default: the server's own user, X402_USER)."""
     try:
         validated = spec.input_model.model_validate(arguments)
     except ValidationError as exc:
@@ -188,6 +192,7 @@ async def prepare_call(
             allowed_pay_to=services.allowed_pay_to(spec),
             progress=progress,
             count=count,
+            caller=caller,
         )
     except X402Error as exc:
         return Prepared(spec, progress, error=error_result(str(exc), money_spent=exc.money_spent))

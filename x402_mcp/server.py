@@ -20,6 +20,9 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import TokenVerifier
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context, Elicit, ListRoots, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import AcceptedElicitation, ElicitationResult
@@ -41,7 +44,9 @@ from x402_mcp.images.masks import MaskSpec, Shape
 from x402_mcp.paid_call import Prepared, ProgressReporter, error_result, finish_call, prepare_call
 from x402_mcp.payments.assets import format_usdc
 from x402_mcp.payments.ledger import LedgerStore
+from x402_mcp.payments.policy import Caller
 from x402_mcp.services import Services
+from x402_mcp.team_users import caller_of
 from x402_mcp.variants import finish_variants
 
 if TYPE_CHECKING:
@@ -104,6 +109,11 @@ def root_paths(roots: ListRootsResult) -> list[Path]:
 ClientRoots = Annotated[ListRootsResult, Resolve(client_roots)]
 
 
+def caller(ctx: Context[Services, Any]) -> Caller:
+    """Who this call pays for: the HTTP request's authenticated user, else the server's own (X402_USER)."""
+    return caller_of(get_access_token(), Caller(ctx.request_context.lifespan_context.ledger.user))
+
+
 def call_arguments(ctx: Context[Services, Any]) -> dict[str, Any]:
     """The arguments of this `tools/call` as the client sent them."""
     arguments = (ctx.request_context.params or {}).get("arguments")
@@ -131,7 +141,7 @@ def _paid_tool(spec: ToolSpec) -> Tool:
         refusal = approval_refusal.get()
         if refusal is not None:  # a replayed approval: refused before anything is asked upstream
             return Prepared(spec, progress, error=error_result(refusal.format(tool=spec.name), money_spent=False))
-        return await prepare_call(spec, call_arguments(ctx), services, progress, root_paths(roots))
+        return await prepare_call(spec, call_arguments(ctx), services, progress, root_paths(roots), caller(ctx))
 
     def approve(
         ctx: Context[Services, Any], prepared: Annotated[Prepared, Resolve(prepare)]
@@ -379,7 +389,7 @@ def _register_account_tools(server: FreeTools, paid_names: tuple[str, ...]) -> N
     )
     async def wallet_status(ctx: Context[Services, Any]) -> Annotated[CallToolResult, account.WalletStatus]:
         try:
-            status = await account.wallet_status(ctx.request_context.lifespan_context)
+            status = await account.wallet_status(ctx.request_context.lifespan_context, caller(ctx))
         except X402Error as exc:  # the ledger cannot be read (a PostgreSQL server that is down)
             return error_result(f"wallet_status: {exc}", money_spent=False)
         return CallToolResult(
@@ -390,7 +400,7 @@ def _register_account_tools(server: FreeTools, paid_names: tuple[str, ...]) -> N
     @server.tool(
         name="payment_history",
         title="Payment history",
-        description="Free. Recent payments from the local ledger, newest first, with what each bought.",
+        description="Free. Your recent payments from the ledger, newest first, with what each bought.",
         annotations=FREE_TOOL_ANNOTATIONS,
     )
     def payment_history(
@@ -402,7 +412,7 @@ def _register_account_tools(server: FreeTools, paid_names: tuple[str, ...]) -> N
         ] = None,
     ) -> list[account.PaymentEntry]:
         try:
-            return account.payment_history(ctx.request_context.lifespan_context, limit, tool)
+            return account.payment_history(ctx.request_context.lifespan_context, limit, tool, caller(ctx))
         except X402Error as exc:  # the ledger cannot be read
             raise ToolError(str(exc)) from None
 
@@ -422,7 +432,7 @@ def _register_account_tools(server: FreeTools, paid_names: tuple[str, ...]) -> N
     ) -> account.QuoteResult:
         services = ctx.request_context.lifespan_context
         progress = ProgressReporter(ctx.report_progress, total=1).stage()
-        return await account.quote(services, tool, arguments, progress)
+        return await account.quote(services, tool, arguments, progress, caller(ctx))
 
     @server.tool(
         name="discover_endpoints",
@@ -454,9 +464,18 @@ def _register_account_tools(server: FreeTools, paid_names: tuple[str, ...]) -> N
 
 
 def build_server(
-    settings: Settings, *, http: "httpx.AsyncClient | None" = None, ledger: LedgerStore | None = None
+    settings: Settings,
+    *,
+    http: "httpx.AsyncClient | None" = None,
+    ledger: LedgerStore | None = None,
+    token_verifier: TokenVerifier | None = None,
+    server_url: str = "http://127.0.0.1",
 ) -> MCPServer[Services]:
-    """The MCP server for `settings`. `http` and `ledger` replace the defaults (tests share them)."""
+    """The MCP server for `settings`. `http` and `ledger` replace the defaults (tests share them).
+
+    `token_verifier` (the HTTP transports) makes every HTTP request show a bearer token it accepts,
+    and names the user each call pays for; `server_url` is where this server is reached.
+    """
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[Services]) -> AsyncIterator[Services]:
@@ -496,6 +515,10 @@ def build_server(
         # The SDK's default policy, with its lifetime named here: the replay guard keeps used tokens as long.
         request_state_security=RequestStateSecurity.ephemeral(ttl=STATE_TTL_SECONDS),
         saved_images=saved_images,
+        token_verifier=token_verifier,
+        # A resource server only: no OAuth routes are served (there is no resource_server_url), so the
+        # issuer is just this server's own address.
+        auth=AuthSettings(issuer_url=server_url, resource_server_url=None) if token_verifier else None,
     )
     # Outermost, so it sees the sealed token: `middleware=` would place it inside the request-state boundary.
     server.middleware.insert(0, ApprovalReplayGuard(frozenset(spec.name for spec in paid), ttl=STATE_TTL_SECONDS))

@@ -1,23 +1,23 @@
 """Serving the MCP server over stdio, SSE or streamable HTTP.
 
 The HTTP transports spend the wallet's money for whoever can reach them, so they bind
-127.0.0.1 by default and always demand a bearer token; on any other host the user must set
-X402_HTTP_TOKEN, or the server refuses to start.
+127.0.0.1 by default and always demand a bearer token, checked by the SDK's token verifier: the
+HTTP users file's (X402_HTTP_USERS_FILE, one token per user, see team_users.py) or X402_HTTP_TOKEN.
+On any other host one of them must be set, or the server refuses to start.
 """
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import secrets
 from typing import Literal
 
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from x402_mcp.config import ConfigError, Settings, is_loopback_host
+from x402_mcp.team_users import TeamTokens
 
 log = logging.getLogger(__name__)
 
@@ -30,50 +30,25 @@ TRANSPORT_ALIASES: dict[str, Transport] = {
 }
 
 
-class BearerTokenAuth:
-    """ASGI middleware: every HTTP request needs `Authorization: Bearer <token>`."""
+def token_verifier(settings: Settings, host: str) -> TeamTokens:
+    """Who may call over HTTP: the users file's tokens, X402_HTTP_TOKEN for the server's own user
+    (X402_USER), or, on loopback with neither, a one-time token logged to stderr.
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self._app = app
-        self._expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # lifespan events pass through
-            await self._app(scope, receive, send)
-            return
-        supplied = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(supplied, self._expected):
-            await self._app(scope, receive, send)
-            return
-        body = json.dumps({"error": "unauthorized: send Authorization: Bearer <X402_HTTP_TOKEN>"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"www-authenticate", b'Bearer realm="x402-image-mcp"'),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-def resolve_token(settings: Settings, host: str) -> str:
-    """The bearer token to demand: X402_HTTP_TOKEN, or a one-time token on loopback only.
-
-    Call it once per run: each call without X402_HTTP_TOKEN makes (and logs) a new token."""
-    if settings.http_token is not None and settings.http_token.get_secret_value().strip():
-        return settings.http_token.get_secret_value().strip()
+    Call it once per run: each call without a token makes (and logs) a new one."""
+    own_token = settings.http_token.get_secret_value().strip() if settings.http_token is not None else ""
+    users_file = settings.http_users_file.expanduser() if settings.http_users_file is not None else None
+    verifier = TeamTokens(users_file, settings.resolved_user, own_token or None)
+    if verifier.user_count:
+        return verifier
     if not is_loopback_host(host):
         raise ConfigError(
-            f"refusing to serve on {host} without a bearer token: set X402_HTTP_TOKEN "
-            "(anyone who can reach this port could spend the wallet's money)."
+            f"refusing to serve on {host} without bearer tokens: set X402_HTTP_TOKEN, or add users to "
+            "X402_HTTP_USERS_FILE with `x402-image-mcp users add NAME` (anyone who can reach this port "
+            "could spend the wallet's money)."
         )
     token = secrets.token_urlsafe(32)
     log.warning("X402_HTTP_TOKEN is not set; this run's bearer token is: %s", token)
-    return token
+    return TeamTokens(users_file, settings.resolved_user, token)
 
 
 def security_settings(host: str) -> TransportSecuritySettings:
@@ -87,27 +62,23 @@ def security_settings(host: str) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
-def http_app(server: MCPServer[object], transport: Transport, host: str, token: str) -> ASGIApp:
-    """The ASGI app for an HTTP transport, behind the bearer-token check."""
+def http_app(server: MCPServer[object], transport: Transport, host: str) -> ASGIApp:
+    """The ASGI app for an HTTP transport; the server's token verifier guards every MCP route."""
     security = security_settings(host)
     if transport == "sse":
-        app: ASGIApp = server.sse_app(transport_security=security, host=host)
-    else:
-        app = server.streamable_http_app(transport_security=security, host=host)
-    return BearerTokenAuth(app, token)
+        return server.sse_app(transport_security=security, host=host)
+    return server.streamable_http_app(transport_security=security, host=host)
 
 
-def serve(server: MCPServer[object], transport: Transport, host: str, port: int, token: str | None) -> None:
-    """Run until interrupted. The HTTP transports demand `token`, the one `resolve_token` logged."""
+def serve(server: MCPServer[object], transport: Transport, host: str, port: int) -> None:
+    """Run until interrupted. For HTTP, `server` was built with the `token_verifier` of this run."""
     if transport == "stdio":
         server.run()
         return
-    if token is None:
-        raise ValueError("the HTTP transports need a bearer token")
     import anyio
     import uvicorn
 
-    app = http_app(server, transport, host, token)
+    app = http_app(server, transport, host)
     path = "/sse" if transport == "sse" else "/mcp"
     log.warning("serving MCP over %s at http://%s:%d%s", transport, host, port, path)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")

@@ -30,7 +30,7 @@ from x402_mcp.payments import protocol
 from x402_mcp.payments.assets import Network, format_usdc
 from x402_mcp.payments.errors import PaymentDeclined, PaymentRefused, ReceiptError, UpstreamError
 from x402_mcp.payments.ledger import BudgetExceeded, LedgerStore, LedgerUnavailable, SignedPayment, Status
-from x402_mcp.payments.policy import Decision, Policy, decide
+from x402_mcp.payments.policy import Caller, Decision, Policy, decide
 from x402_mcp.payments.signer import Wallet
 
 if TYPE_CHECKING:
@@ -122,6 +122,8 @@ class Quote:
     decision: Decision | None = None
     #: How many payments of `amount` the decision covers (variants: one approval for all of them).
     count: int = 1
+    #: Who pays: whose per-user budget the decision checked, and whom the ledger records.
+    caller: Caller | None = None
 
     @property
     def amount(self) -> int:
@@ -182,8 +184,11 @@ class Payer:
         allowed_pay_to: frozenset[str] | None = None,
         progress: Progress = _no_progress,
         count: int = 1,
+        caller: Caller | None = None,
     ) -> Quote:
-        """Ask the endpoint its price; raise `PaymentRefused` if the policy forbids paying it `count` times."""
+        """Ask the endpoint its price; raise `PaymentRefused` if the policy forbids paying it `count` times.
+
+        `caller` is who pays (default: the ledger's user, X402_USER)."""
         import httpx
 
         await progress("asking the upstream for its price")
@@ -206,14 +211,15 @@ class Payer:
             limit_name=tightest.name,
             allowed_pay_to=allowed_pay_to,
         )
+        caller = caller or Caller(self._ledger.user)
         try:
-            spending = self._ledger.spending()
+            spending = self._ledger.spending(caller.name)
         except LedgerUnavailable as exc:
             raise PaymentRefused(f"nothing was signed or paid: {exc}") from None
-        decision = decide(self._policy, spending, chosen.requirement.amount, count)
+        decision = decide(caller.policy(self._policy), spending, chosen.requirement.amount, count)
         if decision.verdict == "deny":
             raise PaymentRefused(f"nothing was signed or paid: {decision.reason}")
-        return Quote(tool, url, body, challenge=challenge, chosen=chosen, decision=decision, count=count)
+        return Quote(tool, url, body, challenge=challenge, chosen=chosen, decision=decision, count=count, caller=caller)
 
     # --- pay (spends) ----------------------------------------------------------------------
 
@@ -222,6 +228,7 @@ class Payer:
         if quote.free is not None:
             return UpstreamResponse(quote.url, quote.free.status_code, quote.free.headers, quote.free.content, None)
         assert quote.challenge is not None and quote.chosen is not None and quote.decision is not None
+        assert quote.caller is not None
         if quote.needs_approval and not approved:
             raise PaymentRefused(f"nothing was signed or paid: {quote.decision.reason} and the user did not approve it")
         chosen = quote.chosen
@@ -256,7 +263,7 @@ class Payer:
         )
         try:
             # On the event loop, like every ledger call: one short transaction, no await inside it.
-            ledger_id = self._ledger.record_signed(signed, self._policy)
+            ledger_id = self._ledger.record_signed(signed, quote.caller.policy(self._policy), user=quote.caller.name)
         except BudgetExceeded as exc:
             raise PaymentRefused(f"nothing was paid: {exc}") from None
         except LedgerUnavailable as exc:

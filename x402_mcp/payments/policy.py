@@ -7,7 +7,7 @@ here runs first so that a refusal needs no ledger write and no question to the u
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -27,8 +27,21 @@ class Policy:
     confirm_above: int
     #: Lower-cased payTo addresses allowed for every tool; None allows any.
     allowed_pay_to: frozenset[str] | None = None
-    #: Most one user (X402_USER) may pay per UTC day, within the team's daily budget; None: no cap.
+    #: Most one user may pay per UTC day, within the team's daily budget; None: no cap.
     user_daily_budget: int | None = None
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a call pays for: a stdio server's X402_USER, or the authenticated user of an HTTP request."""
+
+    name: str
+    #: This user's own daily cap from the HTTP users file; None: X402_USER_DAILY_BUDGET applies.
+    daily_budget: int | None = None
+
+    def policy(self, policy: Policy) -> Policy:
+        """The user's policy: the team's, with this user's own daily cap where the users file sets one."""
+        return policy if self.daily_budget is None else replace(policy, user_daily_budget=self.daily_budget)
 
 
 @dataclass(frozen=True)
@@ -37,7 +50,7 @@ class Spending:
 
     today: int
     total: int
-    #: What this process's user (X402_USER) has counted today.
+    #: What the calling user has counted today.
     user_today: int = 0
 
 

@@ -238,30 +238,33 @@ class PostgresLedger(Transitions):
                 raise self._unavailable(exc) from None
             self._migrated = True
 
-    def _spending(self, cursor: psycopg.Cursor[dict[str, Any]], day: str) -> Spending:
-        """Today's counted total, this user's and the all-time one, in one round trip."""
+    def _spending(self, cursor: psycopg.Cursor[dict[str, Any]], day: str, user: str) -> Spending:
+        """Today's counted total, `user`'s and the all-time one, in one round trip."""
         cursor.execute(
             "SELECT (SELECT amount FROM counted_by_day WHERE day = %(day)s) AS today, "
             "(SELECT amount FROM counted_by_user_day WHERE day = %(day)s AND user_name = %(user)s) AS mine, "
             "(SELECT COALESCE(SUM(amount), 0)::bigint FROM counted_by_day) AS total",
-            {"day": day, "user": self.user},
+            {"day": day, "user": user},
         )
         row = cursor.fetchone()
         assert row is not None
         return Spending(today=int(row["today"] or 0), total=int(row["total"]), user_today=int(row["mine"] or 0))
 
-    def spending(self) -> Spending:
-        """What counts against the budgets now."""
+    def spending(self, user: str | None = None) -> Spending:
+        """What counts against the budgets now, for `user` (default: this ledger's user)."""
         day = utc_day(self._clock())
-        return self._retrying(lambda cursor: self._spending(cursor, day))  # type: ignore[no-any-return]
+        who = self.user if user is None else user
+        return self._retrying(lambda cursor: self._spending(cursor, day, who))  # type: ignore[no-any-return]
 
-    def record_signed(self, payment: SignedPayment, policy: Policy) -> int:
+    def record_signed(self, payment: SignedPayment, policy: Policy, *, user: str | None = None) -> int:
         """Record a signed authorization as `signed` if it fits the budgets, committed before returning.
 
-        The payer calls this before the header leaves the process; `BudgetExceeded` means it never does.
+        `user` is who it is paid for (default: this ledger's user). The payer calls this before the
+        header leaves the process; `BudgetExceeded` means it never does.
         """
         now = self._clock()
         day = utc_day(now)
+        who = self.user if user is None else user
 
         def reserve(cursor: psycopg.Cursor[dict[str, Any]]) -> int:
             if policy.total_budget is not None:
@@ -270,12 +273,12 @@ class PostgresLedger(Transitions):
                 "INSERT INTO counted_by_day (day, amount) VALUES (%s, 0) ON CONFLICT (day) DO NOTHING", (day,)
             )
             cursor.execute("SELECT amount FROM counted_by_day WHERE day = %s FOR UPDATE", (day,))
-            refusal = budget_refusal(policy, self._spending(cursor, day), payment.amount)
+            refusal = budget_refusal(policy, self._spending(cursor, day, who), payment.amount)
             if refusal is not None:
                 raise BudgetExceeded(refusal)
             cursor.execute(
                 _INSERT,
-                signed_row_values(payment, now, day, self.user),
+                signed_row_values(payment, now, day, who),
             )
             row = cursor.fetchone()
             assert row is not None
@@ -386,13 +389,12 @@ class PostgresLedger(Transitions):
             raise LookupError(f"no payment {payment_id}")
         return PaymentRow.from_row(rows[0])
 
-    def recent(self, limit: int = 20, *, tool: str | None = None) -> list[PaymentRow]:
-        query = "SELECT * FROM payments"
-        params: list[Any] = []
-        if tool is not None:
-            query += " WHERE tool = %s"
-            params.append(tool)
-        query += " ORDER BY id DESC LIMIT %s"
+    def recent(self, limit: int = 20, *, tool: str | None = None, user: str | None = None) -> list[PaymentRow]:
+        """The newest payments, of one tool and one user when given (None: every user's)."""
+        conditions = {"tool = %s": tool, "user_name = %s": user}
+        params: list[Any] = [value for value in conditions.values() if value is not None]
+        where = " AND ".join(condition for condition, value in conditions.items() if value is not None)
+        query = "SELECT * FROM payments" + (f" WHERE {where}" if where else "") + " ORDER BY id DESC LIMIT %s"
         params.append(limit)
         return [PaymentRow.from_row(row) for row in self._rows(query, params)]
 

@@ -239,11 +239,11 @@ class Ledger(Transitions):
                 raise
             self._db.execute("COMMIT")
 
-    def _spending(self, db: sqlite3.Connection, day: str) -> Spending:
-        """Today's counted total, this user's and the all-time one (one row per day: see counted_by_day)."""
+    def _spending(self, db: sqlite3.Connection, day: str, user: str) -> Spending:
+        """Today's counted total, `user`'s and the all-time one (one row per day: see counted_by_day)."""
         row = db.execute("SELECT amount FROM counted_by_day WHERE day = ?", (day,)).fetchone()
         mine = db.execute(
-            "SELECT amount FROM counted_by_user_day WHERE day = ? AND user_name = ?", (day, self.user)
+            "SELECT amount FROM counted_by_user_day WHERE day = ? AND user_name = ?", (day, user)
         ).fetchone()
         total = db.execute("SELECT COALESCE(SUM(amount), 0) FROM counted_by_day").fetchone()[0]
         return Spending(
@@ -252,20 +252,22 @@ class Ledger(Transitions):
             user_today=int(mine[0]) if mine is not None else 0,
         )
 
-    def spending(self) -> Spending:
-        """What counts against the budgets now."""
+    def spending(self, user: str | None = None) -> Spending:
+        """What counts against the budgets now, for `user` (default: this ledger's user)."""
         with self._lock:
-            return self._spending(self._db, utc_day(self._clock()))
+            return self._spending(self._db, utc_day(self._clock()), self.user if user is None else user)
 
-    def record_signed(self, payment: SignedPayment, policy: Policy) -> int:
+    def record_signed(self, payment: SignedPayment, policy: Policy, *, user: str | None = None) -> int:
         """Record a signed authorization as `signed` if it fits the budgets: one transaction, one fsync.
 
-        The payer calls this before the header leaves the process; `BudgetExceeded` means it never does.
+        `user` is who it is paid for (default: this ledger's user). The payer calls this before the
+        header leaves the process; `BudgetExceeded` means it never does.
         """
         now = self._clock()
         day = utc_day(now)
+        user = self.user if user is None else user
         with self._write() as db:
-            refusal = budget_refusal(policy, self._spending(db, day), payment.amount)
+            refusal = budget_refusal(policy, self._spending(db, day, user), payment.amount)
             if refusal is not None:
                 raise BudgetExceeded(refusal)
             cursor = db.execute(
@@ -273,7 +275,7 @@ class Ledger(Transitions):
                 "x402_version, amount, network, asset, pay_to, payer, nonce, valid_before, status, signature, "
                 "payment_identifier, user_name) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'signed', ?, ?, ?)",
-                signed_row_values(payment, now, day, self.user),
+                signed_row_values(payment, now, day, user),
             )
             return int(cursor.lastrowid or 0)
 
@@ -375,13 +377,12 @@ class Ledger(Transitions):
             raise LookupError(f"no payment {payment_id}")
         return PaymentRow.from_row(row)
 
-    def recent(self, limit: int = 20, *, tool: str | None = None) -> list[PaymentRow]:
-        query = "SELECT * FROM payments"
-        params: list[Any] = []
-        if tool is not None:
-            query += " WHERE tool = ?"
-            params.append(tool)
-        query += " ORDER BY id DESC LIMIT ?"
+    def recent(self, limit: int = 20, *, tool: str | None = None, user: str | None = None) -> list[PaymentRow]:
+        """The newest payments, of one tool and one user when given (None: every user's)."""
+        conditions = {"tool = ?": tool, "user_name = ?": user}
+        params: list[Any] = [value for value in conditions.values() if value is not None]
+        where = " AND ".join(condition for condition, value in conditions.items() if value is not None)
+        query = "SELECT * FROM payments" + (f" WHERE {where}" if where else "") + " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         with self._lock:
             return [PaymentRow.from_row(row) for row in self._db.execute(query, params)]
