@@ -78,8 +78,8 @@ def budget_refusal(policy: Policy, spending: Spending, amount: int) -> str | Non
         return (
             f"your per-user daily budget {format_usdc(policy.user_daily_budget)} USDC reached "
             f"({format_usdc(spending.user_today)} spent or pending by you today, {format_usdc(left)} left, "
-            f"this call needs {format_usdc(amount)}); it resets at 00:00 UTC, or ask for a higher "
-            "X402_USER_DAILY_BUDGET"
+            f"this call needs {format_usdc(amount)}); it resets at 00:00 UTC, or ask the server's operator "
+            "for a higher one (X402_USER_DAILY_BUDGET, or your daily_budget in X402_HTTP_USERS_FILE)"
         )
     if policy.total_budget is not None and spending.total + amount > policy.total_budget:
         return (
