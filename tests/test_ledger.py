@@ -253,3 +253,65 @@ def test_a_version_2_ledger_gains_the_payment_identifier_column(tmp_path: Path) 
 
 
 STATUSES_V2 = "'signed', 'unknown', 'declined', 'settled', 'expired'"
+
+
+def schema_of(path: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as db:
+        return sorted(db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall())
+
+
+def test_a_version_4_ledger_gains_version_5_once(tmp_path: Path) -> None:
+    """The indexes for newest-first pages and jobs.finish; the rows as they were; a second open changes nothing."""
+    from x402_mcp.payments.ledger import sqlite as backend
+
+    path = tmp_path / "v4.sqlite3"
+    old = sqlite3.connect(path)
+    v4 = backend._payments_table("payments") + ";" + V1_PAYMENTS.split(");", 1)[1]  # today's payments, v4 jobs
+    old.executescript(v4.replace("CREATE INDEX payments_day ON payments(day, status);", ""))
+    old.execute(
+        "INSERT INTO payments (created_at, updated_at, day, tool, url, request_digest, requirement, x402_version, "
+        "amount, network, asset, pay_to, payer, nonce, valid_before, status, user_name) VALUES (0, 0, "
+        "'2026-11-21', 'image_generate', 'u', 'd', '{}', 2, 9000, 'base', 'a', 'p', 'f', '0x01', 0, 'settled', 'ann')"
+    )
+    old.execute(
+        "INSERT INTO jobs VALUES ('job-4', 1, 'image_generate', 'http://127.0.0.1:9/j', 'running', 1, 0, 0, NULL)"
+    )
+    old.execute("PRAGMA user_version = 4")
+    old.commit()
+    old.close()
+
+    ledger = Ledger(path, clock=lambda: 1_795_262_400.0)  # 2026-11-21 UTC
+    try:
+        assert int(ledger._db.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION == 5
+        job = ledger.get_job("job-4")
+        assert job is not None and job.finish is None and job.payment_id == 1
+        ledger.add_job("job-5", 1, "image_inpaint", "http://127.0.0.1:9/k", save=True, finish={"blur": 4})
+        job = ledger.get_job("job-5")
+        assert job is not None and job.finish == {"blur": 4}
+        assert ledger.spending("ann") == Spending(today=9000, total=9000, user_today=9000)
+        plans = {
+            column: " ".join(
+                str(row[3]) for row in ledger._db.execute(f"EXPLAIN QUERY PLAN SELECT * FROM payments {where}")
+            )
+            for column, where in (
+                ("tool", "WHERE tool = 'x' ORDER BY id DESC LIMIT 5"),
+                ("user_name", "WHERE user_name = 'x' ORDER BY id DESC LIMIT 5"),
+                ("day", "WHERE day = 'x' ORDER BY id DESC LIMIT 5"),
+            )
+        }
+    finally:
+        ledger.close()
+    # Each page is read from its index, in order: no scan of the table, no sort.
+    assert "payments_tool_id" in plans["tool"] and "TEMP B-TREE" not in plans["tool"], plans
+    assert "payments_user_id" in plans["user_name"] and "TEMP B-TREE" not in plans["user_name"], plans
+    assert "payments_day_id" in plans["day"] and "TEMP B-TREE" not in plans["day"], plans
+
+    before = schema_of(path)
+    again = Ledger(path, clock=lambda: 1_795_262_400.0)
+    try:
+        assert again._db.total_changes == 0  # returned at the version check: nothing rewritten, nothing recounted
+        assert again.spending("ann").total == 9000
+        assert again.get_job("job-5") is not None
+    finally:
+        again.close()
+    assert schema_of(path) == before

@@ -226,10 +226,60 @@ def test_four_servers_starting_together_migrate_an_empty_database_once(ledger_ur
         assert process.returncode == 0, err
         assert out.strip() == "0"
         assert PASSWORD not in err
-    applied = sum("applied migration 4" in err for _, err in outputs)
-    assert applied == 1, [err for _, err in outputs]
+    for version in (4, 5):
+        applied = sum(f"applied migration {version}" in err for _, err in outputs)
+        assert applied == 1, [err for _, err in outputs]
     with psycopg.connect(ledger_url) as conn:
-        assert conn.execute("SELECT version FROM ledger_migrations").fetchall() == [(4,)]
+        assert conn.execute("SELECT version FROM ledger_migrations ORDER BY version").fetchall() == [(4,), (5,)]
+
+
+def test_a_version_4_database_gains_version_5_once(ledger_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A team's database from before version 5 (rows in it) gets the indexes and jobs.finish, once."""
+    from x402_mcp.payments.ledger import postgres as backend
+
+    with psycopg.connect(ledger_url) as conn:
+        conn.execute("CREATE TABLE ledger_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)")
+        for statement in backend._SCHEMA_4:
+            conn.execute(statement)  # type: ignore[arg-type]  # the module's own constant SQL
+        conn.execute("INSERT INTO ledger_migrations VALUES (4, 0)")
+        conn.execute(
+            "INSERT INTO payments (created_at, updated_at, day, tool, url, request_digest, requirement, x402_version, "
+            "amount, network, asset, pay_to, payer, nonce, valid_before, status, user_name) VALUES (0, 0, "
+            "'2026-12-03', 'image_generate', 'u', 'd', '{}', 2, 9000, 'base', 'a', 'p', 'f', '0x01', 0, "
+            "'settled', 'ann')"
+        )
+        conn.execute(
+            "INSERT INTO jobs VALUES ('job-4', 1, 'image_generate', 'http://127.0.0.1:9/j', 'running', 1, 0, 0)"
+        )
+
+    caplog.set_level("INFO", logger=backend.__name__)
+    first = PostgresLedger(ledger_url)
+    try:
+        old = first.get_job("job-4")
+        assert old is not None and old.finish is None and old.payment_id == 1
+        first.add_job("job-5", 1, "image_inpaint", "http://127.0.0.1:9/k", save=True, finish={"blur": 4})
+        new = first.get_job("job-5")
+        assert new is not None and new.finish == {"blur": 4}
+        assert first.spending("ann").total == 9000  # the old row still counts
+    finally:
+        first.close()
+    second = PostgresLedger(ledger_url)  # the second start finds nothing to do
+    second.close()
+    assert [r.getMessage() for r in caplog.records if "applied migration" in r.getMessage()] == [
+        f"ledger at {ledger_origin_of(ledger_url)}: applied migration 5"
+    ]
+    with psycopg.connect(ledger_url) as conn:
+        assert conn.execute("SELECT version FROM ledger_migrations ORDER BY version").fetchall() == [(4,), (5,)]
+        indexes = {row[0]: row[1] for row in conn.execute("SELECT indexname, indexdef FROM pg_indexes")}
+    assert "(tool, id)" in indexes["payments_tool_id"]
+    assert "(user_name, id)" in indexes["payments_user_id"]
+    assert "(day, id)" in indexes["payments_day_id"]
+
+
+def ledger_origin_of(url: str) -> str:
+    from x402_mcp.payments.ledger.where import ledger_origin
+
+    return ledger_origin(url)
 
 
 # --- 4. a server killed between signing and the answer ---------------------------------------------

@@ -138,8 +138,16 @@ $$""",
     "ON payments FOR EACH ROW EXECUTE FUNCTION ledger_count()",
 )
 
+# Version 5: newest-first pages of one tool, user or day; what a resumed job still does to its image.
+_SCHEMA_5: tuple[str, ...] = (
+    "CREATE INDEX IF NOT EXISTS payments_tool_id ON payments(tool, id)",
+    "CREATE INDEX IF NOT EXISTS payments_user_id ON payments(user_name, id)",
+    "CREATE INDEX IF NOT EXISTS payments_day_id ON payments(day, id)",
+    "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS finish TEXT",
+)
+
 #: (version, statements) in order; a ledger at version N runs every later entry once.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((4, _SCHEMA_4),)
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((4, _SCHEMA_4), (5, _SCHEMA_5))
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 
 _INSERT = (
@@ -346,15 +354,33 @@ class PostgresLedger(Transitions):
 
     # --- jobs ------------------------------------------------------------------------------
 
-    def add_job(self, job_id: str, payment_id: int, tool: str, status_url: str, *, save: bool) -> None:
+    def add_job(
+        self,
+        job_id: str,
+        payment_id: int,
+        tool: str,
+        status_url: str,
+        *,
+        save: bool,
+        finish: dict[str, Any] | None = None,
+    ) -> None:
         now = self._clock()
         self._rows(
-            "INSERT INTO jobs (job_id, payment_id, tool, status_url, status, save, created_at, updated_at) "
-            "VALUES (%s, %s, %s, %s, 'running', %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET "
+            "INSERT INTO jobs (job_id, payment_id, tool, status_url, status, save, created_at, updated_at, finish) "
+            "VALUES (%s, %s, %s, %s, 'running', %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET "
             "payment_id = EXCLUDED.payment_id, tool = EXCLUDED.tool, status_url = EXCLUDED.status_url, "
             "status = EXCLUDED.status, save = EXCLUDED.save, created_at = EXCLUDED.created_at, "
-            "updated_at = EXCLUDED.updated_at, result = NULL RETURNING job_id",
-            (job_id, payment_id, tool, status_url, int(save), now, now),
+            "updated_at = EXCLUDED.updated_at, result = NULL, finish = EXCLUDED.finish RETURNING job_id",
+            (
+                job_id,
+                payment_id,
+                tool,
+                status_url,
+                int(save),
+                now,
+                now,
+                json.dumps(finish, sort_keys=True) if finish is not None else None,
+            ),
         )
 
     def update_job(self, job_id: str, status: str, result: dict[str, Any] | None = None) -> None:
@@ -366,20 +392,7 @@ class PostgresLedger(Transitions):
 
     def get_job(self, job_id: str) -> JobRow | None:
         rows = self._rows("SELECT * FROM jobs WHERE job_id = %s", (job_id,))
-        if not rows:
-            return None
-        row = rows[0]
-        return JobRow(
-            job_id=row["job_id"],
-            payment_id=int(row["payment_id"]),
-            tool=row["tool"],
-            status_url=row["status_url"],
-            status=row["status"],
-            save=bool(row["save"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            result=json.loads(row["result"]) if row["result"] else None,
-        )
+        return JobRow.from_row(rows[0]) if rows else None
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -443,7 +456,7 @@ class PostgresLedger(Transitions):
             for job in jobs:
                 cursor.execute(
                     "INSERT INTO jobs (job_id, payment_id, tool, status_url, status, save, created_at, updated_at, "
-                    "result) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
+                    "result, finish) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
                     (
                         job["job_id"],
                         ids[job["payment_id"]],
@@ -454,6 +467,7 @@ class PostgresLedger(Transitions):
                         job["created_at"],
                         job["updated_at"],
                         job["result"],
+                        job.get("finish"),
                     ),
                 )
             return copied

@@ -17,8 +17,10 @@ UNRESOLVED: tuple[Status, ...] = ("signed", "unknown", "declined")
 
 #: PRAGMA user_version (SQLite) / the latest row of ledger_migrations (PostgreSQL) of a ledger in
 #: today's shape. 1 added counted_by_day; 2 is the state machine (the statuses `reserved` and
-#: `released` are gone); 3 added payment_identifier; 4 added user_name and counted_by_user_day.
-SCHEMA_VERSION = 4
+#: `released` are gone); 3 added payment_identifier; 4 added user_name and counted_by_user_day;
+#: 5 added the (tool, id), (user_name, id) and (day, id) indexes (newest-first pages of one tool, user
+#: or day) and jobs.finish (what a resumed job still does to its image: see x402_mcp/jobs.py).
+SCHEMA_VERSION = 5
 
 #: What `report(by=...)` can total by, and the column each one groups.
 ReportKey = Literal["user", "tool", "day"]
@@ -78,6 +80,24 @@ class JobRow:
     created_at: float
     updated_at: float
     result: dict[str, Any] | None
+    #: The finish settings kept at creation (JSON object), so a resumed job finishes like the paying call.
+    finish: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> JobRow:
+        finish = row.get("finish")
+        return cls(
+            job_id=row["job_id"],
+            payment_id=int(row["payment_id"]),
+            tool=row["tool"],
+            status_url=row["status_url"],
+            status=row["status"],
+            save=bool(row["save"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            result=json.loads(row["result"]) if row["result"] else None,
+            finish=json.loads(finish) if finish else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -130,7 +150,16 @@ class LedgerStore(Protocol):
         self, *, image_url: str | None = None, path: str | None = None, sha256: str | None = None
     ) -> int | None: ...
     def lineage(self, payment_id: int) -> list[PaymentRow]: ...
-    def add_job(self, job_id: str, payment_id: int, tool: str, status_url: str, *, save: bool) -> None: ...
+    def add_job(
+        self,
+        job_id: str,
+        payment_id: int,
+        tool: str,
+        status_url: str,
+        *,
+        save: bool,
+        finish: dict[str, Any] | None = None,
+    ) -> None: ...
     def update_job(self, job_id: str, status: str, result: dict[str, Any] | None = None) -> None: ...
     def get_job(self, job_id: str) -> JobRow | None: ...
     def get(self, payment_id: int) -> PaymentRow: ...

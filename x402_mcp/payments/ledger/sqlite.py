@@ -89,9 +89,14 @@ SCHEMA: tuple[str, ...] = (
     save            INTEGER NOT NULL,
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL,
-    result          TEXT
+    result          TEXT,
+    finish          TEXT
 )""",
     "CREATE INDEX IF NOT EXISTS payments_status ON payments(status)",
+    # Newest-first pages of one tool, one user or one day (payment_history, the dashboard, reports).
+    "CREATE INDEX IF NOT EXISTS payments_tool_id ON payments(tool, id)",
+    "CREATE INDEX IF NOT EXISTS payments_user_id ON payments(user_name, id)",
+    "CREATE INDEX IF NOT EXISTS payments_day_id ON payments(day, id)",
     "CREATE INDEX IF NOT EXISTS payments_image_url ON payments(image_url)",
     "CREATE INDEX IF NOT EXISTS payments_output_sha256 ON payments(output_sha256)",
     "CREATE TABLE IF NOT EXISTS counted_by_day (day TEXT PRIMARY KEY, amount INTEGER NOT NULL) WITHOUT ROWID",
@@ -166,6 +171,10 @@ _STATUS_FROM_V1 = (
 )
 
 
+def _json_or_none(value: dict[str, Any] | None) -> str | None:
+    return json.dumps(value, sort_keys=True) if value is not None else None
+
+
 class Ledger(Transitions):
     def __init__(self, path: Path, *, user: str = "", clock: Any = time.time) -> None:
         self.path = path
@@ -198,7 +207,7 @@ class Ledger(Transitions):
                 if version == 2:
                     db.execute("ALTER TABLE payments ADD COLUMN payment_identifier TEXT")
                 db.execute("ALTER TABLE payments ADD COLUMN user_name TEXT NOT NULL DEFAULT ''")
-            elif exists:
+            elif exists and version < 2:
                 # SQLite cannot change a CHECK in place: copy into a new table with today's statuses.
                 db.execute(_payments_table("payments_new"))
                 columns = ", ".join(_COLUMNS)
@@ -211,6 +220,10 @@ class Ledger(Transitions):
                 db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
             for statement in SCHEMA:
                 db.execute(statement)
+            # A jobs table older than version 5 (CREATE TABLE IF NOT EXISTS kept it as it was).
+            job_columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            if "finish" not in job_columns:
+                db.execute("ALTER TABLE jobs ADD COLUMN finish TEXT")
             db.execute("DELETE FROM counted_by_day")
             db.execute(
                 "INSERT INTO counted_by_day (day, amount) "
@@ -335,13 +348,22 @@ class Ledger(Transitions):
 
     # --- jobs ------------------------------------------------------------------------------
 
-    def add_job(self, job_id: str, payment_id: int, tool: str, status_url: str, *, save: bool) -> None:
+    def add_job(
+        self,
+        job_id: str,
+        payment_id: int,
+        tool: str,
+        status_url: str,
+        *,
+        save: bool,
+        finish: dict[str, Any] | None = None,
+    ) -> None:
         now = self._clock()
         with self._write() as db:
             db.execute(
                 "INSERT OR REPLACE INTO jobs (job_id, payment_id, tool, status_url, status, save, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, 'running', ?, ?, ?)",
-                (job_id, payment_id, tool, status_url, int(save), now, now),
+                "updated_at, finish) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                (job_id, payment_id, tool, status_url, int(save), now, now, _json_or_none(finish)),
             )
 
     def update_job(self, job_id: str, status: str, result: dict[str, Any] | None = None) -> None:
@@ -354,19 +376,7 @@ class Ledger(Transitions):
     def get_job(self, job_id: str) -> JobRow | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        if row is None:
-            return None
-        return JobRow(
-            job_id=row["job_id"],
-            payment_id=row["payment_id"],
-            tool=row["tool"],
-            status_url=row["status_url"],
-            status=row["status"],
-            save=bool(row["save"]),
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            result=json.loads(row["result"]) if row["result"] else None,
-        )
+        return None if row is None else JobRow.from_row(dict(row))
 
     # --- reading ---------------------------------------------------------------------------
 
