@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(convert)
 
+    dashboard = commands.add_parser("dashboard", help="a read-only local web page: gallery and spending")
+    dashboard.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1; others need X402_HTTP_TOKEN")
+    dashboard.add_argument("--port", type=int, default=8403, help="port (default 8403; 0 picks a free one)")
+    dashboard.add_argument("--open", action="store_true", help="open the page in the default browser")
+
     ledger = commands.add_parser("ledger", help="the local payment ledger")
     actions = ledger.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="recent payments, newest first")
@@ -190,13 +195,28 @@ def _convert(args: argparse.Namespace) -> int:
     return convert_command(args)
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    from x402_mcp.config import ConfigError, load_settings
+    from x402_mcp.dashboard.serve import run
+    from x402_mcp.payments.ledger import LedgerUnavailable
+
+    try:
+        return run(load_settings(), args.host, args.port, open_browser=args.open)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    except LedgerUnavailable as exc:
+        print(f"x402-image-mcp: {exc}", file=sys.stderr)
+        return 1
+
+
 def _startup_done() -> None:
     """End the start-up pause of the cycle collector (see `main`)."""
     gc.freeze()  # what start-up built lives as long as the process: keep it out of every later collection
     gc.enable()
 
 
-COMMANDS = ("serve", "sandbox", "demo", "quote", "discover", "wallet", "ledger", "convert", "users")
+COMMANDS = ("serve", "sandbox", "demo", "quote", "discover", "wallet", "ledger", "convert", "users", "dashboard")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -212,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = _parser().parse_args(arguments)
         _setup_logging()
         handlers = {"serve": _serve, "sandbox": _sandbox, "demo": _demo, "convert": _convert, "users": _users}
+        handlers["dashboard"] = _dashboard
         handlers |= dict.fromkeys(("quote", "discover", "wallet", "ledger"), _money_command)
         if args.command != "serve":
             _startup_done()
