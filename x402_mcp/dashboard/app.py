@@ -188,7 +188,11 @@ async def api_payments(request: Request) -> Response:
 def _one(dashboard: Dashboard, payment_id: int) -> tuple[dict[str, Any], str | None, list[dict[str, Any]]]:
     row = dashboard.ledger.get(payment_id)
     item = dashboard.item(row, dashboard.reader.models([row.id]).get(row.id))
-    versions = [dashboard.item(version) for version in dashboard.ledger.lineage(payment_id)]
+    # The whole chain from its first picture: ancestors, siblings (other edits of the same picture), later edits.
+    chain = dashboard.ledger.lineage(payment_id)
+    if chain and chain[0].id != payment_id:
+        chain = dashboard.ledger.lineage(chain[0].id)
+    versions = [dashboard.item(version) for version in chain]
     return item, dashboard.problem(row), versions
 
 

@@ -1,0 +1,1 @@
+"""Helpers for the dashboard's tests: a ledger filled by the demo, the dashboard served on loopback."""
