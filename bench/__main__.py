@@ -20,10 +20,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import baseline, composite, startup
+from bench import baseline, composite, dashboard_pages, startup, team_ledger, user_feel
 from bench.common import PROFILES, REPO, Stat, fsync_probe, machine, run_worker, upstream_process
 
-SECTIONS = ("startup", "paid", "cpu", "concurrent", "preview", "composite", "baseline", "profiles")
+SECTIONS = (
+    "startup",
+    "paid",
+    "cpu",
+    "concurrent",
+    "preview",
+    "composite",
+    "dashboard",
+    "feel",
+    "team",
+    "baseline",
+    "profiles",
+)
 #: The goals the report judges against (issue #9): start-up vs the bare server, and our client CPU
 #: per paid call vs the official client as installed.
 STARTUP_GOAL = 1.15
@@ -46,6 +58,11 @@ class Plan:
     preview_trials: int
     baseline_rounds: int
     profiles: bool
+    feel_trials: int = 10
+    feel_parallel_trials: int = 3
+    team_quiet_trials: int = 3
+    team_loaded_trials: int = 3
+    team_server_trials: int = 2
 
 
 FULL = Plan(
@@ -79,6 +96,11 @@ QUICK = Plan(
     preview_trials=3,
     baseline_rounds=2,
     profiles=False,
+    feel_trials=3,
+    feel_parallel_trials=1,
+    team_quiet_trials=1,
+    team_loaded_trials=1,
+    team_server_trials=1,
 )
 
 
@@ -224,6 +246,8 @@ def run_profiles() -> dict[str, Any]:
         out["concurrent"] = run_worker(
             "bench.concurrency", ["--url", up.url, "--calls", "64", "--profile", "concurrent_64"]
         )
+    log("  profile: paid calls against the slow upstream, one at a time and 64 at once")
+    out.update(user_feel.run_profile())
     log("  profile: make_preview on the noisy 2048x2048 PNG")
     out["preview"] = run_worker("bench.preview", ["--profile", "preview_noisy"])
     return out
@@ -485,6 +509,13 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
                 "PASS" if comp["goal"]["met_warm"] else "**FAIL**",
             )
         )
+
+    feel = results.get("feel")
+    if feel:
+        rows.extend(user_feel.rows(feel))
+    team = results.get("team")
+    if team:
+        rows.extend(team_ledger.rows(team))
 
     add("## Results")
     add("")
@@ -775,6 +806,14 @@ def render(results: dict[str, Any], command: str, elapsed: float) -> str:
             )
         add("")
 
+    if results.get("dashboard"):
+        lines.extend(dashboard_pages.render(results["dashboard"]))
+
+    if feel:
+        lines.extend(user_feel.render(feel))
+    if team:
+        lines.extend(team_ledger.render(team))
+
     profiles = results.get("profiles")
     if profiles:
         add("## Profiles")
@@ -849,7 +888,22 @@ def main() -> None:
         "concurrent": ("4. concurrent paid calls", lambda: run_concurrent(plan)),
         "preview": ("6. previews", lambda: run_worker("bench.preview", ["--trials", str(plan.preview_trials)])),
         "composite": ("7. inpaint composite, contact sheet", lambda: composite.run(plan.preview_trials)),
+        "feel": (
+            "9. what users feel: a paid call against a slow model, and 64 at once",
+            lambda: user_feel.run_section(plan.feel_trials, plan.feel_parallel_trials),
+        ),
+        "team": (
+            "10. team ledger: PostgreSQL vs SQLite, 4 servers x 16 calls",
+            lambda: team_ledger.run(
+                quiet_trials=plan.team_quiet_trials,
+                quiet_ops=200,
+                loaded_trials=plan.team_loaded_trials,
+                loaded_ops=20,
+                server_trials=plan.team_server_trials,
+            ),
+        ),
         "baseline": ("what the change costs: this tree vs --baseline", lambda: run_baseline(plan, args.baseline)),
+        "dashboard": ("8. dashboard pages at 100k rows", lambda: dashboard_pages.run(trials=plan.preview_trials)),
         "profiles": ("profiles", run_profiles),
     }
     for name in SECTIONS:

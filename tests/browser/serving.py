@@ -80,6 +80,7 @@ def serving(settings: Settings, token: str = TOKEN) -> Iterator[str]:
 
     dashboard = open_dashboard(settings)
     sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as serve.py does (no 40 ms delayed ACKs)
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
     config = uvicorn.Config(
