@@ -122,14 +122,14 @@ class Upstream:
 
 
 @contextmanager
-def upstream_process(kind: str, protocol: int = 1) -> Iterator[Upstream]:
-    """A loopback upstream in its own process (`zero`, `sandbox`, `sandbox-asis`; see
-    bench/upstream.py), yielding its base URL and pid.
+def upstream_process(kind: str, protocol: int = 1, args: Sequence[str] = ()) -> Iterator[Upstream]:
+    """A loopback upstream in its own process (`zero`, `sandbox`, `sandbox-asis`, `slow`; see
+    bench/upstream.py; `args` are its further flags), yielding its base URL and pid.
 
     Its own process, so the upstream's CPU does not share the measuring process's GIL; it exits
     when its stdin closes."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.upstream", kind, "--protocol", str(protocol)],
+        [sys.executable, "-m", "bench.upstream", kind, "--protocol", str(protocol), *args],
         cwd=REPO,
         env=worker_env(),
         stdin=subprocess.PIPE,

@@ -4,6 +4,7 @@
     python -m bench.upstream sandbox --protocol 1   # the project's sandbox (verifies, renders)
 
     python -m bench.upstream sandbox-asis          # the sandbox on its own runner, as shipped
+    python -m bench.upstream slow --delay 1.5      # a slow model answering a 1024x1024 photo-like PNG
 
 Prints its base URL (http://127.0.0.1:PORT) on one line, then serves until its stdin closes.
 
@@ -17,14 +18,26 @@ The zero-work app answers exactly like the sandbox on the wire (the same challen
 builders), but verifies nothing and renders nothing: a request without a payment header gets
 the 402, one with any payment header gets 200 and a success receipt. What a client spends on a
 call against it is client overhead plus two loopback round trips to a minimal Starlette app.
+
+The slow app (`slow`) stands in for a real image model, for what a user waits for: a paid POST is
+verified and settled by the sandbox's own facilitator and state (so `/_sandbox/state` reports
+what really settled), and answers `--delay` seconds after it arrived with an `image_url` on the
+same origin; `/files/<id>.png` serves a 1024x1024 PNG with detail at every scale, as a photo has
+(about 1.8 MB, made once at start). `POST /floor` waits the same `--delay` unpaid and answers the
+same kind of JSON: with one download of the PNG it is the floor a paid call is measured against.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import io
+import random
 import socket
 import sys
 import threading
+import time
+import uuid
 from typing import Any
 
 import uvicorn
@@ -66,6 +79,98 @@ def zero_app(protocol: int) -> Starlette:
         return endpoint
 
     return Starlette(routes=[Route(f"/{route}", endpoint_for(route), methods=["POST"]) for route in ROUTES])
+
+
+def photo_like_png(side: int = 1024, seed: int = 12) -> bytes:
+    """A PNG with detail at every scale (random octaves from 4x4 to full size, blended), so it
+    compresses about as badly as a photo: ~1.8 MB at 1024x1024. Deterministic for a seed."""
+    from PIL import Image
+
+    rnd = random.Random(seed)
+    octaves = ((4, 0.4), (16, 0.3), (64, 0.15), (256, 0.1), (side, 0.05))
+    bands = []
+    for _ in range(3):
+        band, weight_so_far = None, 0.0
+        for size, weight in octaves:
+            noise = Image.frombytes("L", (size, size), rnd.randbytes(size * size))
+            noise = noise.resize((side, side), Image.Resampling.BICUBIC)
+            band = noise if band is None else Image.blend(band, noise, weight / (weight + weight_so_far))
+            weight_so_far += weight
+        bands.append(band)
+    buffer = io.BytesIO()
+    Image.merge("RGB", bands).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def slow_app(protocol: int, delay: float) -> Starlette:
+    """Paid routes that answer `delay` s after each paid request arrives (see the module doc)."""
+    from x402_mcp.sandbox import SandboxState
+    from x402_mcp.sandbox.challenge import offered_requirements
+    from x402_mcp.sandbox.facilitator import Expected, PaymentRejected, payment_header_name, verify_payment
+
+    state = SandboxState(_sandbox_config(protocol))
+    config = state.config
+    header_name = payment_header_name(protocol)
+    receipt_name = receipt_header_name(protocol)
+    png = photo_like_png()
+    files: set[str] = set()
+
+    def result_for(request: Request) -> dict[str, Any]:
+        file_id = uuid.uuid4().hex
+        files.add(file_id)
+        return {
+            "image_url": f"http://{request.url.netloc}/files/{file_id}.png",
+            "model": "slow",
+            "width": "1024",
+            "height": "1024",
+            "seed": 1,
+            "source": "bench-slow",
+        }
+
+    def endpoint_for(route: str) -> Any:
+        expected = Expected(protocol=protocol, network=config.network_info, pay_to=config.pay_to,
+                            amount=config.prices[route])  # fmt: skip
+
+        async def endpoint(request: Request) -> Response:
+            arrived = time.monotonic()
+            header = request.headers.get(header_name)
+            if header is None:
+                return challenge_response(config, route, str(request.url))
+            await request.body()
+            try:
+                offered = offered_requirements(config, route, str(request.url))
+                payment = verify_payment(header_name, header, expected, offered, int(time.time()))
+                state.reserve(payment)
+            except PaymentRejected as exc:
+                return challenge_response(config, route, str(request.url), error=exc.reason)
+            await asyncio.sleep(max(0.0, arrived + delay - time.monotonic()))  # "the model works"
+            settlement = state.settle(payment, route)
+            body = receipt(config, success=True, transaction=settlement.transaction, payer=payment.payer)
+            return JSONResponse(result_for(request), headers={receipt_name: b64_json(body)})
+
+        return endpoint
+
+    async def floor(request: Request) -> Response:
+        arrived = time.monotonic()
+        await request.body()
+        await asyncio.sleep(max(0.0, arrived + delay - time.monotonic()))
+        return JSONResponse(result_for(request))
+
+    async def image(request: Request) -> Response:
+        if str(request.path_params["file_id"]) not in files:
+            return JSONResponse({"error": "no such file"}, status_code=404)
+        return Response(png, media_type="image/png")
+
+    async def snapshot(request: Request) -> Response:
+        return JSONResponse(state.snapshot())
+
+    routes = [Route(f"/{route}", endpoint_for(route), methods=["POST"]) for route in ROUTES]
+    routes += [
+        Route("/floor", floor, methods=["POST"]),
+        Route("/files/{file_id}.png", image, methods=["GET"]),
+        Route("/_sandbox/state", snapshot, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
 
 
 def _serve_app(app: Any) -> None:
@@ -111,11 +216,14 @@ def _serve_sandbox_as_shipped(protocol: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=("zero", "sandbox", "sandbox-asis"))
+    parser.add_argument("kind", choices=("zero", "sandbox", "sandbox-asis", "slow"))
     parser.add_argument("--protocol", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--delay", type=float, default=1.5, help="slow: seconds each paid answer takes")
     args = parser.parse_args()
     if args.kind == "zero":
         _serve_app(zero_app(args.protocol))
+    elif args.kind == "slow":
+        _serve_app(slow_app(args.protocol, args.delay))
     elif args.kind == "sandbox":
         _serve_sandbox(args.protocol)
     else:
