@@ -418,3 +418,22 @@ def test_command_refuses_open_host_without_token_and_hides_a_configured_one(comm
         process.terminate()
         process.wait(timeout=10)
         stderr.close()
+
+
+def test_the_dashboard_never_pays_or_writes_the_ledger() -> None:
+    """No module of the dashboard calls the payer, a signature or any method that writes the ledger."""
+    import ast
+
+    package = Path(__file__).resolve().parent.parent / "x402_mcp" / "dashboard"
+    writes = {"record_signed", "mark_settled", "mark_declined", "mark_unknown", "mark_expired", "record_output"}
+    writes |= {"add_job", "update_job", "import_rows", "run", "sign_typed_data", "sign", "pay"}
+    forbidden_modules = {"x402_mcp.paid_call", "x402_mcp.payments.payer", "x402_mcp.payments.reconcile"}
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert node.module not in forbidden_modules, f"{path.name} imports {node.module}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                receiver = ast.unparse(node.func.value)
+                if node.func.attr in writes and receiver not in ("uvicorn.Server(config)", "anyio"):
+                    raise AssertionError(f"{path.name} calls {receiver}.{node.func.attr}")
