@@ -437,3 +437,12 @@ def test_the_dashboard_never_pays_or_writes_the_ledger() -> None:
                 receiver = ast.unparse(node.func.value)
                 if node.func.attr in writes and receiver not in ("uvicorn.Server(config)", "anyio"):
                     raise AssertionError(f"{path.name} calls {receiver}.{node.func.attr}")
+
+
+def test_host_check_only_on_loopback() -> None:
+    from x402_mcp.dashboard.access import allowed_hosts
+
+    loopback = allowed_hosts("127.0.0.1", 8403)
+    assert loopback is not None and {"127.0.0.1:8403", "localhost:8403", "[::1]:8403"} <= loopback
+    assert "evil.example:8403" not in loopback
+    assert allowed_hosts("0.0.0.0", 8403) is None  # reached by names it cannot know; X402_HTTP_TOKEN guards it

@@ -43,18 +43,21 @@ def dashboard_token(settings: Settings, host: str) -> tuple[str, bool]:
     return secrets.token_urlsafe(32), True
 
 
-def allowed_hosts(host: str, port: int) -> frozenset[str]:
-    """Host header values this server answers (against DNS rebinding): its loopback names, or its own host."""
-    names = {"127.0.0.1", "localhost", "[::1]"}
+def allowed_hosts(host: str, port: int) -> frozenset[str] | None:
+    """Host header values a loopback dashboard answers (against DNS rebinding); None: any.
+
+    Bound elsewhere (0.0.0.0, a LAN address) it is reached by names it cannot know, and X402_HTTP_TOKEN
+    guards it: a rebinding page never has the token, and the cookie is SameSite=Strict."""
     if not is_loopback_host(host):
-        names.add(f"[{host}]" if ":" in host else host)
+        return None
+    names = ("127.0.0.1", "localhost", "[::1]")
     return frozenset({*names, *(f"{name}:{port}" for name in names)})
 
 
 class TokenGate:
     """ASGI middleware: every request shows the token, or gets 401 (none) or 403 (wrong)."""
 
-    def __init__(self, app: ASGIApp, token: str, hosts: frozenset[str], cookie_name: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, hosts: frozenset[str] | None, cookie_name: str) -> None:
         self.app = app
         self.token = token
         self.hosts = hosts
@@ -69,7 +72,7 @@ class TokenGate:
             return
         headers = Headers(scope=scope)
         response: Response | None = None
-        if headers.get("host", "").lower() not in self.hosts:
+        if self.hosts is not None and headers.get("host", "").lower() not in self.hosts:
             response = PlainTextResponse("this dashboard answers only to its own address (Host header)", 421)
         else:
             query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
