@@ -152,7 +152,7 @@ async def resolve_inputs(
             images["mask"] = await deliver(
                 converted, "mask", data_uri_ok=data_uri_ok, uploader=uploader, http=services.public_http
             )
-        finish = _paste_back(source.data, prepared.png, arguments, box)
+        finish = InpaintFinish(source.data, prepared.png, arguments.preserve_unmasked, arguments.mask_blur, box)
         if not arguments.save:
             notes.append(
                 "save=false: the image URL is the model's own answer"
@@ -177,31 +177,45 @@ def _crop(image: bytes, mask_png: bytes, padding: int) -> CropPlan:
         raise InputError(f"image: {exc}") from None
 
 
-def _paste_back(source: bytes, mask_png: bytes, arguments: ImageInpaintInput, box: Box | None) -> Finish:
+# The finishes are plain data with a __call__ (a `Finish`): a job keeps their settings (jobs.keep_finish)
+# and a resumed job rebuilds the same object, so both paths finish through the same code.
+
+
+@dataclass(frozen=True)
+class InpaintFinish:
     """The inpainting result put onto the source: through the feathered mask, or (preserve_unmasked=false) whole."""
 
-    def finish(result: bytes) -> tuple[bytes, tuple[str, ...]]:
-        if arguments.preserve_unmasked:
-            blur = arguments.mask_blur
-            out, changed = composite(source, mask_png, result, blur=blur, box=box)
-            if not changed:
-                return out, (
-                    "preserve_unmasked: the model kept every pixel outside the mask; its image is saved as is",
-                )
-            return out, (
-                f"preserve_unmasked: the model's result was pasted onto the source through the mask "
-                f"(feathered {blur:g} px), so every pixel outside the feathered mask is the source's own",
+    source: bytes
+    mask_png: bytes
+    preserve_unmasked: bool
+    mask_blur: float
+    #: The crop_to_mask box the result is pasted into; None: the whole image was sent.
+    box: Box | None = None
+
+    def __call__(self, result: bytes) -> tuple[bytes, tuple[str, ...]]:
+        if not self.preserve_unmasked:
+            return paste_back(self.source, result, box=self.box), (
+                "preserve_unmasked=false: the model's pixels are kept as painted",
             )
-        return paste_back(source, result, box=box), ("preserve_unmasked=false: the model's pixels are kept as painted",)
+        blur = self.mask_blur
+        out, changed = composite(self.source, self.mask_png, result, blur=blur, box=self.box)
+        if not changed:
+            return out, ("preserve_unmasked: the model kept every pixel outside the mask; its image is saved as is",)
+        return out, (
+            f"preserve_unmasked: the model's result was pasted onto the source through the mask "
+            f"(feathered {blur:g} px), so every pixel outside the feathered mask is the source's own",
+        )
 
-    return finish
 
-
-def _fit_generated(arguments: GenerateInput) -> Finish:
+@dataclass(frozen=True)
+class FitFinish:
     """A generated image at another size than asked is scaled to cover the asked size and centre-cropped."""
-    asked = (arguments.width, arguments.height)
 
-    def finish(result: bytes) -> tuple[bytes, tuple[str, ...]]:
+    width: int
+    height: int
+
+    def __call__(self, result: bytes) -> tuple[bytes, tuple[str, ...]]:
+        asked = (self.width, self.height)
         size = decode_upright(result, "result").size
         if size == asked:
             return result, ()
@@ -210,7 +224,9 @@ def _fit_generated(arguments: GenerateInput) -> Finish:
         )
         return fit_cover(result, asked), (note,)
 
-    return finish
+
+def _fit_generated(arguments: GenerateInput) -> Finish:
+    return FitFinish(arguments.width, arguments.height)
 
 
 def _png_info(size: tuple[int, int]) -> ImageInfo:

@@ -13,13 +13,12 @@ from pydantic import BaseModel, Field
 
 from x402_mcp import jobs
 from x402_mcp.account import PaymentEntry, payment_entry
-from x402_mcp.catalog import ToolSpec
 from x402_mcp.catalog import spec as catalog_spec
 from x402_mcp.image_inputs import InputError, is_http_url, load_image, resolve_local_path
 from x402_mcp.image_outputs import output_name, write_exclusive
 from x402_mcp.images.masks import MaskError, MaskSpec, render_mask
 from x402_mcp.images.preview import make_preview
-from x402_mcp.paid_call import deliver, error_result, payment_info_from_row, wait_for_job
+from x402_mcp.paid_call import deliver_job, error_result, payment_info_from_row, wait_for_job
 from x402_mcp.payments.payer import Progress
 from x402_mcp.services import Services
 
@@ -99,13 +98,26 @@ async def image_job_status(services: Services, job_id: str, progress: Progress) 
     row = services.ledger.get(job.payment_id)
     receipt = payment_info_from_row(row)
     spec = catalog_spec(job.tool, services.settings)
-    if job.status == "succeeded" and job.result is not None:
-        return await deliver(
-            spec, job.result, receipt, services, progress, save=job.save, job_id=job.job_id, notes=_resumed_notes(spec)
-        )
     if job.status == "failed":
         return error_result(
             f"the job {job_id} failed upstream. It was paid when it was created.", money_spent=True, receipt=receipt
+        )
+    # The paying call's finish (save_as, fit, the paste onto the source), from what the job kept.
+    output, notes = jobs.restore_finish(
+        job.finish, jobs.kept_dir(services.settings.resolved_data_dir), services.settings.input_root_paths
+    )
+    if job.status == "succeeded" and job.result is not None:
+        return await deliver_job(
+            spec,
+            job.job_id,
+            job.result,
+            receipt,
+            services,
+            progress,
+            save=job.save,
+            notes=notes,
+            output=output,
+            kept=job.finish,
         )
     return await wait_for_job(
         spec,
@@ -114,17 +126,9 @@ async def image_job_status(services: Services, job_id: str, progress: Progress) 
         services,
         progress,
         save=job.save,
-        notes=_resumed_notes(spec),
-    )
-
-
-def _resumed_notes(spec: ToolSpec) -> tuple[str, ...]:
-    """What a resumed job cannot redo: the inputs of the first call (source, mask, save_as) are not kept."""
-    if spec.name != "image_inpaint":
-        return ()
-    return (
-        "resumed job: saved as the model answered (into X402_OUTPUT_DIR); the paste onto the source "
-        "(preserve_unmasked, crop_to_mask) and save_as apply only within the call that paid",
+        notes=notes,
+        output=output,
+        kept=job.finish,
     )
 
 

@@ -6,24 +6,41 @@ for good (`JobFailed`); a poll that cannot be read (network error, 5xx, 429, a t
 oversized or unreadable body) is retried with backoff, and at the deadline the job is still
 resumable. Jobs are rows in the ledger, so `image_job_status` resumes one after a restart
 without paying again.
+
+A job also keeps what its paying call would have done to the image (`keep_finish`): the save_as
+target, the size to fit, the inpainting settings and private copies of the source and mask (files
+of mode 0600 in a folder of mode 0700 under the data dir, named in the row). A resumed job
+rebuilds the same finish (`restore_finish`), so it saves exactly what the paying call would have;
+the copies are removed when the job ends (`discard_finish`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import anyio
 
 from x402_mcp import safe_json
+from x402_mcp.call_inputs import FitFinish, InpaintFinish
 from x402_mcp.catalog import JobSpec, ToolSpec
 from x402_mcp.errors import X402Error
+from x402_mcp.image_inputs import InputError
+from x402_mcp.image_outputs import OutputPlan, SaveTarget, check_save_as
 
 if TYPE_CHECKING:
     import httpx  # imported where used: it costs ~40 ms at start
+
+log = logging.getLogger(__name__)
 
 POLL_INTERVAL_SECONDS = 1.5
 #: The longest wait between polls while the status cannot be read (the wait doubles up to it).
@@ -125,3 +142,124 @@ async def _read_status(job: JobHandle, http: httpx.AsyncClient) -> dict[str, Any
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+# --- what a job keeps for its finish ---------------------------------------------------------------
+
+#: The folder (under the data dir) holding the copies of the inputs a running job still needs.
+KEPT_DIR = "job-inputs"
+
+
+def kept_dir(data_dir: Path) -> Path:
+    return data_dir / KEPT_DIR
+
+
+def keep_finish(plan: OutputPlan, directory: Path, payment_id: int) -> dict[str, Any] | None:
+    """The finish settings of `plan` as JSON for the jobs row, with the source and mask copied to `directory`.
+
+    None when there is nothing to finish (no save_as, nothing to composite or fit). Called when the
+    upstream answers with a job, after payment: an OSError is the caller's to report.
+    """
+    kept: dict[str, Any] = {}
+    if plan.target is not None:
+        kept["target"] = {
+            "path": str(plan.target.path),
+            "format": plan.target.format,
+            "overwrite": plan.target.overwrite,
+        }
+    finish = plan.finish
+    if isinstance(finish, FitFinish):
+        kept["finish"] = {"kind": "fit", "width": finish.width, "height": finish.height}
+    elif isinstance(finish, InpaintFinish):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(OSError):  # a filesystem without modes
+            directory.chmod(0o700)
+        # Named by us, never by the upstream's job id: the row only ever names files in this folder.
+        stem = f"{payment_id}-{secrets.token_hex(8)}"
+        kept["finish"] = {
+            "kind": "inpaint",
+            "source": _write_private(directory / f"{stem}-source", finish.source),
+            "source_sha256": hashlib.sha256(finish.source).hexdigest(),
+            "mask": _write_private(directory / f"{stem}-mask.png", finish.mask_png),
+            "mask_sha256": hashlib.sha256(finish.mask_png).hexdigest(),
+            "preserve_unmasked": finish.preserve_unmasked,
+            "mask_blur": finish.mask_blur,
+            "box": list(finish.box) if finish.box is not None else None,
+        }
+    return kept or None
+
+
+def _write_private(path: Path, data: bytes) -> str:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+    return path.name
+
+
+def _kept_file(directory: Path, name: object, sha256: object) -> bytes | None:
+    """A kept copy's bytes, if it is a plain name in `directory` and still what was kept."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+        return None
+    try:
+        data = (directory / name).read_bytes()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+
+
+def restore_finish(
+    kept: dict[str, Any] | None, directory: Path, roots: Sequence[Path]
+) -> tuple[OutputPlan, tuple[str, ...]]:
+    """The output plan the paying call had, rebuilt from the jobs row, and notes on what could not be.
+
+    The save_as target is checked again against today's roots (the row may come from another
+    server sharing the ledger); a target no longer allowed saves into X402_OUTPUT_DIR instead.
+    """
+    if not kept:
+        return OutputPlan(), ()
+    notes: list[str] = []
+    target: SaveTarget | None = None
+    raw = kept.get("target")
+    if isinstance(raw, dict) and isinstance(raw.get("path"), str):
+        try:
+            target = check_save_as(raw["path"], bool(raw.get("overwrite")), roots)
+        except InputError as exc:
+            notes.append(f"resumed job: not written to save_as ({exc}); saved into X402_OUTPUT_DIR instead")
+    finish = kept.get("finish")
+    restored: FitFinish | InpaintFinish | None = None
+    if isinstance(finish, dict) and finish.get("kind") == "fit":
+        restored = FitFinish(int(finish["width"]), int(finish["height"]))
+    elif isinstance(finish, dict) and finish.get("kind") == "inpaint":
+        source = _kept_file(directory, finish.get("source"), finish.get("source_sha256"))
+        mask = _kept_file(directory, finish.get("mask"), finish.get("mask_sha256"))
+        raw_box = finish.get("box")
+        box = tuple(int(edge) for edge in raw_box) if isinstance(raw_box, list) and len(raw_box) == 4 else None
+        if source is None or mask is None:
+            notes.append(
+                "resumed job: the copies of the source and mask this job kept are not on this server (another "
+                "machine created it, or they were removed), so it is saved as the model answered, without the "
+                "paste onto the source"
+            )
+        else:
+            restored = InpaintFinish(
+                source,
+                mask,
+                bool(finish.get("preserve_unmasked", True)),
+                float(finish.get("mask_blur", 4)),
+                box,  # type: ignore[arg-type]  # four ints: checked above
+            )
+    return OutputPlan(target, restored), tuple(notes)
+
+
+def discard_finish(kept: dict[str, Any] | None, directory: Path) -> None:
+    """Remove a finished job's copies of its inputs (never anything but plain names in `directory`)."""
+    finish = (kept or {}).get("finish")
+    if not isinstance(finish, dict):
+        return
+    for field in ("source", "mask"):
+        name = finish.get(field)
+        if isinstance(name, str) and name and Path(name).name == name and not name.startswith("."):
+            try:
+                (directory / name).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not remove a finished job's kept %s: %s", field, exc)

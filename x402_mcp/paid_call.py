@@ -280,14 +280,40 @@ async def _deliver_answer(
             "the job",
             lambda: services.ledger.record_output(payment_id, parent_id=inputs.parent_id, prompt=prompt),
         )
+        kept = _keep_finish(notes, inputs.output, services, payment_id)
         _record(
             notes,
             "the job",
-            lambda: services.ledger.add_job(job.job_id, payment_id, spec.name, job.status_url, save=arguments.save),
+            lambda: services.ledger.add_job(
+                job.job_id, payment_id, spec.name, job.status_url, save=arguments.save, finish=kept
+            ),
         )
+    else:
+        kept = None
     return await wait_for_job(
-        spec, job, receipt, services, prepared.progress, save=arguments.save, notes=notes, output=inputs.output
+        spec,
+        job,
+        receipt,
+        services,
+        prepared.progress,
+        save=arguments.save,
+        notes=notes,
+        output=inputs.output,
+        kept=kept,
     )
+
+
+def _keep_finish(notes: list[str], output: OutputPlan, services: Services, payment_id: int) -> dict[str, Any] | None:
+    """What a resumed job needs to finish like this call (jobs.keep_finish); a failure is a note, not an error."""
+    try:
+        return jobs.keep_finish(output, jobs.kept_dir(services.settings.resolved_data_dir), payment_id)
+    except OSError as exc:
+        log.warning("could not keep a job's inputs: %s", exc)
+        notes.append(
+            f"the source and mask could not be kept for a resumed job ({type(exc).__name__}); if this job is "
+            "resumed later, it is saved as the model answered"
+        )
+        return None
 
 
 def _image_url_in(response: UpstreamResponse) -> str | None:
@@ -342,8 +368,11 @@ async def wait_for_job(
     save: bool,
     notes: Sequence[str] = (),
     output: OutputPlan | None = None,
+    kept: dict[str, Any] | None = None,
 ) -> CallToolResult:
-    """Poll a paid job until it ends or X402_WAIT_SECONDS pass; then the image, or a handle to resume."""
+    """Poll a paid job until it ends or X402_WAIT_SECONDS pass; then the image, or a handle to resume.
+
+    `output` is the paying call's plan (rebuilt from `kept`, the jobs row's finish, when resumed)."""
     deadline = time.monotonic() + services.settings.wait_seconds
     paid = receipt is not None
     try:
@@ -351,6 +380,7 @@ async def wait_for_job(
     except jobs.JobFailed as exc:
         # The upstream's own word that the job failed: the only final failure of a job.
         _record(list(notes), "the job's failure", lambda: services.ledger.update_job(job.job_id, "failed"))
+        jobs.discard_finish(kept, jobs.kept_dir(services.settings.resolved_data_dir))
         return error_result(f"{exc}. The job was paid when it was created.", money_spent=paid, receipt=receipt)
     except jobs.JobError as exc:
         return error_result(
@@ -375,9 +405,34 @@ async def wait_for_job(
         )
     result_notes = list(notes)
     _record(result_notes, "the job's result", lambda: services.ledger.update_job(job.job_id, "succeeded", result))
-    return await deliver(
-        spec, result, receipt, services, progress, save=save, job_id=job.job_id, notes=result_notes, output=output
+    return await deliver_job(
+        spec, job.job_id, result, receipt, services, progress, save=save, notes=result_notes, output=output, kept=kept
     )
+
+
+async def deliver_job(
+    spec: ToolSpec,
+    job_id: str,
+    result: dict[str, Any],
+    receipt: PaymentInfo | None,
+    services: Services,
+    progress: Progress,
+    *,
+    save: bool,
+    notes: Sequence[str],
+    output: OutputPlan | None,
+    kept: dict[str, Any] | None,
+) -> CallToolResult:
+    """A finished job's image, delivered like a direct answer; then the inputs it kept are removed.
+
+    The one way a job is finished, within the paying call or resumed by image_job_status. The kept
+    copies stay while the image is still to be saved (a failed download can be resumed again)."""
+    delivered = await deliver(
+        spec, result, receipt, services, progress, save=save, job_id=job_id, notes=notes, output=output
+    )
+    if not save or (delivered.structured_content or {}).get("saved"):
+        jobs.discard_finish(kept, jobs.kept_dir(services.settings.resolved_data_dir))
+    return delivered
 
 
 async def deliver(
