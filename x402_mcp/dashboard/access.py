@@ -1,4 +1,4 @@
-"""Who may read the dashboard: a bearer token, checked on every request, and the Host header.
+"""Who may read the dashboard (a bearer token on every request, the Host header) and the headers of its answers.
 
 The page shows prompts and payments, so even on 127.0.0.1 (where any local program or a web page
 doing DNS rebinding could reach the port) it asks for a token. Three ways to present it:
@@ -16,9 +16,15 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from x402_mcp.config import ConfigError, Settings, is_loopback_host
+
+# Only our own files, no inline script or style: an injected tag could neither run nor load anything.
+_CSP = (
+    "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 NO_TOKEN = (
     "this dashboard needs its token: open the URL that `x402-image-mcp dashboard` printed (it ends in ?token=...), "
@@ -97,3 +103,31 @@ class TokenGate:
             await self.app(scope, receive, send)
         else:
             await response(scope, receive, send)
+
+
+class SecurityHeaders:
+    """CSP, nosniff, no Referer; HTML and JSON are never cached (they change with every payment)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                headers += [
+                    (b"content-security-policy", _CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                ]
+                if b"cache-control" not in names:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

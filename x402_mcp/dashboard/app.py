@@ -1,4 +1,4 @@
-"""The dashboard's Starlette app: the gallery, the spending page, their JSON, images and static files.
+"""The dashboard's Starlette app: the gallery, the spending page and their JSON (images: media.py).
 
 Read-only: the ledger is read (its own methods for one payment, a lineage and the totals; the
 keyset pages through reader.py's read-only connection) and saved files are served; nothing here
@@ -8,102 +8,32 @@ can sign, send or write a payment. Ledger calls are synchronous and short, so ea
 from __future__ import annotations
 
 import contextlib
-import mimetypes
 import re
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from importlib import resources
-from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
-from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from x402_mcp.config import Settings, is_loopback_host
 from x402_mcp.dashboard import pages
-from x402_mcp.dashboard.access import TokenGate, allowed_hosts
-from x402_mcp.dashboard.balance import BalanceReader, wallet_address
-from x402_mcp.dashboard.files import NotServable, output_roots, servable
-from x402_mcp.dashboard.present import payment_json, waits_for
-from x402_mcp.dashboard.reader import Filters, Reader
-from x402_mcp.dashboard.thumbs import MEDIA_TYPE, thumbnail
+from x402_mcp.dashboard.access import SecurityHeaders, TokenGate, allowed_hosts
+from x402_mcp.dashboard.media import image, static, thumb
+from x402_mcp.dashboard.present import waits_for
+from x402_mcp.dashboard.reader import Filters
+from x402_mcp.dashboard.state import Dashboard, dashboard_of, payment_id_of, run_sync
 from x402_mcp.payments.assets import format_usdc
-from x402_mcp.payments.ledger import STATUSES, LedgerStore, LedgerUnavailable, PaymentRow
+from x402_mcp.payments.ledger import STATUSES, LedgerUnavailable
 from x402_mcp.payments.policy import utc_day
-
-T = TypeVar("T")
 
 PAGE_SIZE = 48
 CHART_DAYS = 30
 UNRESOLVED_SHOWN = 100
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-_STATIC = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/javascript; charset=utf-8"}
-# Only our own files, no inline script or style: an injected tag could neither run nor load anything.
-_CSP = (
-    "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-
-
-@dataclass
-class Dashboard:
-    settings: Settings
-    ledger: LedgerStore
-    reader: Reader
-    thumbs: Path
-    balance: BalanceReader
-    #: The configured chain RPC is on this machine (the sandbox, anvil): no explorer links.
-    local_chain: bool
-    _address: str | None = None
-    _address_read: bool = False
-
-    @property
-    def roots(self) -> list[Path]:
-        return output_roots(self.settings)
-
-    def tools(self) -> list[str]:
-        from x402_mcp.catalog import CATALOG, tools_for
-
-        try:
-            return [entry.name for entry in tools_for(self.settings)]
-        except Exception:  # an unreadable user catalog: the built-in tools still filter
-            return [entry.name for entry in CATALOG]
-
-    def item(self, row: PaymentRow, model: str | None = None) -> dict[str, Any]:
-        return payment_json(row, local_chain=self.local_chain, model=model)
-
-    def problem(self, row: PaymentRow) -> str | None:
-        """Why this payment's image cannot be shown; None when it can."""
-        try:
-            servable(row.output_path, self.roots)
-        except NotServable as exc:
-            return str(exc)
-        return None
-
-    def address(self) -> str | None:
-        if not self._address_read:
-            self._address = wallet_address(self.settings)
-            self._address_read = True
-        if self._address is not None:
-            return self._address
-        newest = self.ledger.recent(1, user=None)
-        return newest[0].payer if newest else None
-
-
-async def _run(work: Callable[[], T]) -> T:
-    return await to_thread.run_sync(work)
-
-
-def _dashboard(request: Request) -> Dashboard:
-    dashboard: Dashboard = request.app.state.dashboard
-    return dashboard
 
 
 def _filters(request: Request) -> tuple[Filters, int | None]:
@@ -149,7 +79,7 @@ def _html(body: str, title: str, dashboard: Dashboard, active: str) -> HTMLRespo
 
 
 async def gallery(request: Request) -> Response:
-    dashboard = _dashboard(request)
+    dashboard = dashboard_of(request)
     try:
         filters, before = _filters(request)
     except ValueError as exc:
@@ -172,17 +102,17 @@ async def gallery(request: Request) -> Response:
         note = f"{len(cards)} payment(s), newest first" + (f", older than #{before}" if before else "")
         return pages.gallery(cards, form, next_query, before is None, note)
 
-    return _html(await _run(build), "Gallery", dashboard, "gallery")
+    return _html(await run_sync(build), "Gallery", dashboard, "gallery")
 
 
 async def api_payments(request: Request) -> Response:
-    dashboard = _dashboard(request)
+    dashboard = dashboard_of(request)
     try:
         filters, before = _filters(request)
         limit = _limit(request)
     except ValueError as exc:
         return JSONResponse({"error": str(exc)}, 400)
-    return JSONResponse(await _run(lambda: _page_items(dashboard, filters, before, limit)))
+    return JSONResponse(await run_sync(lambda: _page_items(dashboard, filters, before, limit)))
 
 
 def _one(dashboard: Dashboard, payment_id: int) -> tuple[dict[str, Any], str | None, list[dict[str, Any]]]:
@@ -196,18 +126,13 @@ def _one(dashboard: Dashboard, payment_id: int) -> tuple[dict[str, Any], str | N
     return item, dashboard.problem(row), versions
 
 
-def _payment_id(request: Request) -> int | None:
-    raw = str(request.path_params["payment_id"])
-    return int(raw) if raw.isdigit() else None
-
-
 async def payment_page(request: Request) -> Response:
-    dashboard = _dashboard(request)
-    payment_id = _payment_id(request)
+    dashboard = dashboard_of(request)
+    payment_id = payment_id_of(request)
     if payment_id is None:
         return PlainTextResponse("a payment id is a whole number, as in /payment/12", 400)
     try:
-        item, problem, versions = await _run(lambda: _one(dashboard, payment_id))
+        item, problem, versions = await run_sync(lambda: _one(dashboard, payment_id))
     except LookupError:
         return PlainTextResponse(f"no payment {payment_id} in this ledger", 404)
     body = pages.details(item, problem, versions, dashboard.local_chain)
@@ -217,12 +142,12 @@ async def payment_page(request: Request) -> Response:
 
 
 async def api_payment(request: Request) -> Response:
-    dashboard = _dashboard(request)
-    payment_id = _payment_id(request)
+    dashboard = dashboard_of(request)
+    payment_id = payment_id_of(request)
     if payment_id is None:
         return JSONResponse({"error": "a payment id is a whole number"}, 400)
     try:
-        item, problem, versions = await _run(lambda: _one(dashboard, payment_id))
+        item, problem, versions = await run_sync(lambda: _one(dashboard, payment_id))
     except LookupError:
         return JSONResponse({"error": f"no payment {payment_id} in this ledger"}, 404)
     return JSONResponse({**item, "problem": problem, "versions": versions})
@@ -265,95 +190,19 @@ async def _spending_data(dashboard: Dashboard) -> dict[str, Any]:
             "address": dashboard.address(),
         }
 
-    data = await _run(read)
+    data = await run_sync(read)
     balance = await dashboard.balance.read(data.pop("address"))
     data["balance"] = {"address": balance.address, "usdc": balance.usdc, "note": balance.note}
     return data
 
 
 async def spending_page(request: Request) -> Response:
-    dashboard = _dashboard(request)
+    dashboard = dashboard_of(request)
     return _html(pages.spending(await _spending_data(dashboard)), "Spending", dashboard, "spending")
 
 
 async def api_spending(request: Request) -> Response:
-    return JSONResponse(await _spending_data(_dashboard(request)))
-
-
-async def _servable_row(request: Request) -> tuple[Dashboard, Path] | Response:
-    dashboard = _dashboard(request)
-    payment_id = _payment_id(request)
-    if payment_id is None:
-        return PlainTextResponse("an image is named by its payment id, as in /image/12", 400)
-    try:
-        row = await _run(lambda: dashboard.ledger.get(payment_id))
-        path = servable(row.output_path, dashboard.roots)
-    except LookupError:
-        return PlainTextResponse(f"no payment {payment_id} in this ledger", 404)
-    except NotServable as exc:
-        return PlainTextResponse(str(exc), 404)
-    return dashboard, path
-
-
-async def image(request: Request) -> Response:
-    found = await _servable_row(request)
-    if isinstance(found, Response):
-        return found
-    _, path = found
-    media_type = mimetypes.guess_type(path.name)[0] or ""
-    if not media_type.startswith("image/") or media_type == "image/svg+xml":
-        return FileResponse(path, media_type="application/octet-stream", filename=path.name)
-    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
-
-
-async def thumb(request: Request) -> Response:
-    found = await _servable_row(request)
-    if isinstance(found, Response):
-        return found
-    dashboard, path = found
-    from x402_mcp.images.preview import ImageError
-
-    try:
-        small = await _run(lambda: thumbnail(path, dashboard.thumbs))
-    except ImageError as exc:
-        return PlainTextResponse(str(exc), 422)
-    return FileResponse(small, media_type=MEDIA_TYPE, headers={"Cache-Control": "private, max-age=86400"})
-
-
-async def static(request: Request) -> Response:
-    name = str(request.path_params["name"])
-    if name not in _STATIC:
-        return PlainTextResponse("no such file", 404)
-    text = resources.files("x402_mcp.dashboard").joinpath("static", name).read_text(encoding="utf-8")
-    return Response(text, media_type=_STATIC[name], headers={"Cache-Control": "no-cache"})
-
-
-class SecurityHeaders:
-    """CSP, nosniff, no Referer; HTML and JSON are never cached (they change with every payment)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {name.lower() for name, _ in headers}
-                headers += [
-                    (b"content-security-policy", _CSP.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
-                ]
-                if b"cache-control" not in names:
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
+    return JSONResponse(await _spending_data(dashboard_of(request)))
 
 
 async def _ledger_unavailable(request: Request, exc: Exception) -> Response:
@@ -385,7 +234,3 @@ def create_app(dashboard: Dashboard, *, token: str, host: str, port: int) -> ASG
     )
     app.state.dashboard = dashboard
     return TokenGate(SecurityHeaders(app), token, allowed_hosts(host, port), f"x402_dashboard_{port}")
-
-
-def local_rpc(settings: Settings) -> bool:
-    return is_loopback_host(urlsplit(settings.resolved_rpc_url).hostname or "")

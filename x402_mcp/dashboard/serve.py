@@ -7,9 +7,10 @@ import sys
 import webbrowser
 
 from x402_mcp.config import Settings
-from x402_mcp.dashboard.app import Dashboard, create_app, local_rpc
+from x402_mcp.dashboard.app import create_app
 from x402_mcp.dashboard.balance import BalanceReader
 from x402_mcp.dashboard.reader import PostgresReader, Reader, SqliteReader
+from x402_mcp.dashboard.state import Dashboard, local_rpc
 from x402_mcp.payments.ledger import open_ledger
 
 log = logging.getLogger(__name__)
