@@ -10,9 +10,11 @@ import json
 import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import httpx2
 import pytest
@@ -196,6 +198,64 @@ async def test_each_token_pays_as_its_user_and_sees_only_its_own_payments(
     ]
     assert {row.status for row in rows} == {"settled"} and len(sandbox.state.settlements) == 2
     assert {row.nonce.lower() for row in rows} == {s.nonce.lower() for s in sandbox.state.settlements}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("protocol", [2], indirect=True)
+async def test_a_user_never_sees_another_users_jobs_or_history(
+    sandbox: RunningSandbox, key: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Bob asking for Alice's job or history gets exactly the answer for one that does not exist."""
+    users_file = tmp_path / "users.toml"
+    alice = add_user(users_file, "alice")
+    bob = add_user(users_file, "bob")
+    env = {**_team_env(sandbox, key, tmp_path, "sqlite", request), "X402_WAIT_SECONDS": "0.3"}
+    sandbox.state.config.async_jobs = {"image-generate": 1.0}
+    with http_server("http", env) as base:
+        handle = await _call_as(base, alice, "image_generate", {"prompt": "alice's secret lighthouse", **SMALL})
+        ready = time.monotonic() + 1.0  # the job was created before this answer: ready by then
+        assert not handle.is_error, text_of(handle)
+        job_id = handle.structured_content["job"]["job_id"]
+        alices_payment = handle.structured_content["payment"]["payment_id"]
+
+        def same_answer(found: Any, unknown: Any, real: str, fake: str) -> None:
+            assert found.is_error and unknown.is_error
+            assert text_of(found).replace(real, "X") == text_of(unknown).replace(fake, "X"), text_of(found)
+            assert "lighthouse" not in text_of(found)
+
+        same_answer(
+            await _call_as(base, bob, "image_job_status", {"job_id": job_id}),
+            await _call_as(base, bob, "image_job_status", {"job_id": "no-such-job"}),
+            job_id,
+            "no-such-job",
+        )
+        same_answer(
+            await _call_as(base, bob, "image_history", {"payment_id": alices_payment}),
+            await _call_as(base, bob, "image_history", {"payment_id": 999}),
+            str(alices_payment),
+            "999",
+        )
+        await anyio.sleep(max(0.0, ready - time.monotonic()))
+        resumed = await _call_as(base, alice, "image_job_status", {"job_id": job_id})
+        assert not resumed.is_error, text_of(resumed)
+        image_url = resumed.structured_content["image_url"]
+        assert resumed.structured_content["saved"] is not None, resumed.structured_content
+
+        mine = await _call_as(base, alice, "image_history", {"image": image_url})
+        assert [entry["prompt"] for entry in mine.structured_content["result"]] == ["alice's secret lighthouse"]
+        same_answer(
+            await _call_as(base, bob, "image_history", {"image": image_url}),
+            await _call_as(base, bob, "image_history", {"image": image_url.replace(job_id, "other")}),
+            image_url,
+            image_url.replace(job_id, "other"),
+        )
+        # Bob's own call and history are his as ever.
+        bobs = await _call_as(base, bob, "image_generate", {"prompt": "bob's private harbour", **SMALL})
+        bobs_history = await _call_as(
+            base, bob, "image_history", {"payment_id": bobs.structured_content["payment"]["payment_id"]}
+        )
+        assert [entry["prompt"] for entry in bobs_history.structured_content["result"]] == ["bob's private harbour"]
+    assert len(sandbox.state.settlements) == 2
 
 
 @pytest.mark.timeout(90)

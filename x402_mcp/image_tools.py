@@ -20,6 +20,7 @@ from x402_mcp.images.masks import MaskError, MaskSpec, render_mask
 from x402_mcp.images.preview import make_preview
 from x402_mcp.paid_call import deliver_job, error_result, payment_info_from_row, wait_for_job
 from x402_mcp.payments.payer import Progress
+from x402_mcp.payments.policy import Caller
 from x402_mcp.services import Services
 
 
@@ -88,14 +89,20 @@ def _white_fraction(png: bytes) -> float:
     return sum(histogram[128:]) / total if total else 0.0
 
 
-async def image_job_status(services: Services, job_id: str, progress: Progress) -> CallToolResult:
-    """Resume a paid job: wait for it (up to X402_WAIT_SECONDS) and deliver its image. Never pays."""
+async def image_job_status(
+    services: Services, job_id: str, progress: Progress, caller: Caller | None = None
+) -> CallToolResult:
+    """Resume `caller`'s paid job: wait for it (up to X402_WAIT_SECONDS) and deliver its image. Never pays.
+
+    `caller` defaults to the server's own user (X402_USER). Another user's job is answered exactly
+    like a job that does not exist: its prompt, image and even its existence stay theirs."""
+    user = (caller or Caller(services.ledger.user)).name
     job = services.ledger.get_job(job_id)
-    if job is None:
+    row = services.ledger.get(job.payment_id) if job is not None else None
+    if job is None or row is None or row.user_name != user:
         return error_result(
             f"no job {job_id!r} in the ledger; job ids come from a paid tool's answer", money_spent=False
         )
-    row = services.ledger.get(job.payment_id)
     receipt = payment_info_from_row(row)
     spec = catalog_spec(job.tool, services.settings)
     if job.status == "failed":
@@ -138,10 +145,14 @@ class HistoryEntry(PaymentEntry):
 
 
 async def image_history(
-    services: Services, image: str | None, payment_id: int | None, roots: Sequence[Path]
+    services: Services, image: str | None, payment_id: int | None, roots: Sequence[Path], caller: Caller | None = None
 ) -> list[HistoryEntry]:
-    """The versions of one picture, oldest first: what made it and every later edit of it."""
+    """The versions of one picture that `caller` paid for, oldest first: what made it and every later edit.
+
+    `caller` defaults to the server's own user (X402_USER). Another user's payments are never shown
+    (nor their prompts); a picture only another user paid for is answered like one nobody did."""
     ledger = services.ledger
+    user = (caller or Caller(ledger.user)).name
     found = payment_id
     if found is None and image is not None:
         if is_http_url(image):
@@ -151,7 +162,10 @@ async def image_history(
             found = ledger.find_output(path=str(path), sha256=_digest(path.read_bytes()))
     if found is None:
         raise InputError("this image is not one this server paid for (no ledger row made it)")
-    rows = ledger.lineage(found)
-    if not rows:
+    everyone = ledger.lineage(found)
+    rows = [row for row in everyone if row.user_name == user]
+    if not any(row.id == found for row in rows):
+        if payment_id is None:
+            raise InputError("this image is not one this server paid for (no ledger row made it)")
         raise InputError(f"no payment {found} in the ledger; see payment_history for the ids")
     return [HistoryEntry(**payment_entry(row).model_dump(), parent_id=row.parent_id, prompt=row.prompt) for row in rows]

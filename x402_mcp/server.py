@@ -350,7 +350,7 @@ def _register_image_tools(server: FreeTools) -> None:
         job_id: Annotated[str, Field(min_length=1, max_length=200, description="The job_id a paid tool returned.")],
     ) -> Annotated[CallToolResult, ImageResult]:
         progress = ProgressReporter(ctx.report_progress, total=3).stage()
-        return await image_tools.image_job_status(ctx.request_context.lifespan_context, job_id, progress)
+        return await image_tools.image_job_status(ctx.request_context.lifespan_context, job_id, progress, caller(ctx))
 
     @server.tool(
         name="image_history",
@@ -371,7 +371,7 @@ def _register_image_tools(server: FreeTools) -> None:
             raise ToolError("give image (a result's URL or path) or payment_id")
         try:
             return await image_tools.image_history(
-                ctx.request_context.lifespan_context, image, payment_id, root_paths(roots)
+                ctx.request_context.lifespan_context, image, payment_id, root_paths(roots), caller(ctx)
             )
         except InputError as exc:
             raise ToolError(str(exc)) from None
