@@ -90,19 +90,30 @@ async def resolve_inputs(
     images: dict[str, str] = {}
     notes: list[str] = []
 
-    source_ref: str = arguments.image  # type: ignore[attr-defined]  # every entry with image_fields has one
     has_mask = isinstance(arguments, ImageInpaintInput)
-    source: ImageBytes | None = None
-    if not is_http_url(source_ref) or has_mask:
-        # Bytes are needed for local inputs, and for a URL whose size the mask must match.
-        source = await load_image(source_ref, "image", roots=roots, http=services.public_http, max_bytes=limit)
-    if is_http_url(source_ref):
-        images["image"] = source_ref
-    else:
-        assert source is not None
-        images["image"] = await deliver(
-            source, "image", data_uri_ok=data_uri_ok, uploader=uploader, http=services.public_http
-        )
+    # Every image input of the tool (a catalog tool may have several), each read, confined and checked
+    # under its own name; image_inpaint's mask is checked against its source below instead.
+    loaded: dict[str, ImageBytes | None] = {}
+    for name in ("image",) if has_mask else tuple(spec.image_fields):
+        ref = getattr(arguments, name, None)
+        if ref is None:
+            continue  # an optional image input left out
+        data: ImageBytes | None = None
+        if not is_http_url(ref) or has_mask:
+            # Bytes are needed for local inputs, and for a URL whose size the mask must match.
+            data = await load_image(ref, name, roots=roots, http=services.public_http, max_bytes=limit)
+        loaded[name] = data
+        if is_http_url(ref):
+            images[name] = ref  # sent as given: the endpoint fetches it
+        else:
+            assert data is not None
+            images[name] = await deliver(
+                data, name, data_uri_ok=data_uri_ok, uploader=uploader, http=services.public_http
+            )
+    # An edit chain follows the first image given: the source, for the built-in tools.
+    source_name = next(iter(loaded), None)
+    source_ref: str | None = getattr(arguments, source_name) if source_name else None
+    source = loaded[source_name] if source_name else None
 
     finish: Finish | None = None
     if isinstance(arguments, ImageInpaintInput):
@@ -160,7 +171,7 @@ async def resolve_inputs(
                 + "; the paste onto the source (preserve_unmasked, crop_to_mask) happens only in a saved file"
             )
 
-    parent = _parent(services.ledger, source_ref, source)
+    parent = _parent(services.ledger, source_ref, source) if source_ref else None
     return ResolvedInputs(images, parent, tuple(notes), OutputPlan(target, finish))
 
 

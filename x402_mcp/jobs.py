@@ -110,17 +110,30 @@ async def poll(
             if status in states.failed:
                 reason = str(data.get("error") or status)[:300]  # the upstream's words, kept short
                 raise JobFailed(f"the job {job.job_id} failed upstream: {reason}")
-            if status in states.done or "image_url" in data:
-                nested = data.get("result")
-                result: dict[str, Any] = nested if isinstance(nested, dict) else data
+            if status in states.done or "image_url" in spec.with_image_url(data):
+                result = _job_result(spec, data)
                 if not isinstance(result.get("image_url"), str):
-                    raise JobError(f"the job {job.job_id} finished without an image_url")
+                    raise JobError(f"the job {job.job_id} finished without an image at {spec.result_field}")
                 return status or "succeeded", result
             await progress(f"job {job.job_id}: {status or 'running'}")
             wait = interval
         if clock() + wait > deadline:
             return status or "running", None
         await anyio.sleep(wait)
+
+
+def _job_result(spec: ToolSpec, data: dict[str, Any]) -> dict[str, Any]:
+    """A status answer's result with its image under `image_url`, found where the spec's result_field says.
+
+    The result is the answer's `result` object when it has one, else the answer itself; the field is
+    looked up in that result first (as in a direct answer), then in the whole status answer."""
+    nested = data.get("result")
+    result = spec.with_image_url(nested if isinstance(nested, dict) else data)
+    if "image_url" not in result and isinstance(nested, dict):
+        found = spec.with_image_url(data).get("image_url")
+        if isinstance(found, str):
+            result = {**result, "image_url": found}
+    return result
 
 
 async def _read_status(job: JobHandle, http: httpx.AsyncClient) -> dict[str, Any] | None:

@@ -295,10 +295,7 @@ class _Parser:
         if not isinstance(description, str) or len(description) > 1000:
             raise fail("description", "a string of up to 1000 characters")
         if kind == "image":
-            if name != "image":
-                raise fail("type", "an image input must be named 'image' (one per tool, for now)")
-            if not required:
-                raise fail("required", "an image input must be required = true")
+            # Any number of image inputs, each read and confined like a built-in's (call_inputs.py).
             description = f"{(description or 'The input image').rstrip('. ')}. Give it as {_IMAGE_FORMS}."
         constraints: dict[str, Any] = {}
         numeric = kind in ("integer", "number")
