@@ -68,7 +68,8 @@ class RoundTripFloor:
         from psycopg_pool import ConnectionPool
 
         self._lock = lock
-        with psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(url) as conn:  # one transaction: the workers start together
+            conn.execute("SELECT pg_advisory_xact_lock(402)")
             conn.execute("CREATE TABLE IF NOT EXISTS floor_rows (id BIGSERIAL PRIMARY KEY, v TEXT NOT NULL)")
             conn.execute("CREATE TABLE IF NOT EXISTS floor_lock (id INTEGER PRIMARY KEY)")
             conn.execute("INSERT INTO floor_lock VALUES (1) ON CONFLICT DO NOTHING")

@@ -1,5 +1,6 @@
 """Benchmark 9: what a user waits for, a paid tool call end to end against a slow model.
 
+    python -m bench --only feel            # starts the slow upstream, runs this worker, prints the section
     python -m bench.user_feel --url SLOW_URL --trials 10 --parallel 64 --parallel-trials 3
 
 The upstream is `bench/upstream.py slow`: each paid answer takes `--delay` s (1.5 s), and the image
@@ -18,8 +19,9 @@ time over the one call's. Money is checked per trial over every paid call: the u
 settled total for this wallet == the ledger's counted total == calls x price.
 
 The pieces of the floor-to-ours gap are timed alone on the same PNG afterwards: the unpaid 402
-round trip, `save_image` (the check, the file, the preview; the server runs it in a worker
-thread), and `make_preview` and `inspect_image` by themselves. Prints one JSON line.
+round trip, the floor's raw GET against our `fetch_image` (through `net.public_client`), the
+ledger's three writes of a call, `save_image` (the check, the file, the preview; the server runs
+it in a worker thread), and `make_preview` and `inspect_image` by themselves. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -192,14 +194,34 @@ async def single(base_url: str, trials: int, profile: Any = None) -> dict[str, A
 
 async def split(session: Session, runs: int = 5) -> dict[str, dict[str, float]]:
     """Wall and CPU ms (medians) of the pieces between the floor and a paid call, each timed alone."""
-    from x402_mcp.image_outputs import save_image
+    from bench.clients import policy
+    from bench.team_ledger import _fields
+    from bench.trees import record_signed
+    from x402_mcp import net
+    from x402_mcp.image_outputs import fetch_image, save_image
     from x402_mcp.images.preview import inspect_image, make_preview
+    from x402_mcp.payments.ledger import open_ledger
 
     png = session.png
     folder = session.tmp / "split"
+    image_url = (await session.raw.post(f"{session.base_url}/floor", json=ARGS)).json()["image_url"]
+    public = net.public_client(session.settings)  # as the server downloads results
+    ledger = open_ledger(session.settings)
+    rules = policy()
 
     async def challenge() -> None:
         await session.raw.post(f"{session.base_url}/image-generate", json=ARGS)
+
+    async def raw_get() -> None:
+        await session.raw.get(image_url)
+
+    async def fetch() -> None:
+        await fetch_image(image_url, public, max_bytes=session.settings.max_output_bytes, read_timeout=60)
+
+    async def ledger_writes() -> None:
+        payment_id = record_signed(ledger, _fields(), "0x" + "11" * 65, rules)
+        ledger.mark_settled(payment_id, "0x" + "ab" * 32)
+        ledger.record_output(payment_id, image_url=image_url, output_path="/tmp/x.png", output_sha256="0" * 64)
 
     async def save() -> None:
         await anyio.to_thread.run_sync(lambda: save_image(png, tool="image_generate", directory=folder))
@@ -213,6 +235,9 @@ async def split(session: Session, runs: int = 5) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for name, run in (
         ("the unpaid POST answered 402", challenge),
+        ("the floor's download: a raw httpx GET of the PNG", raw_get),
+        ("our download: fetch_image through net.public_client (capped, checked)", fetch),
+        ("the ledger's three writes: record_signed, mark_settled, record_output (SQLite, fsync'd)", ledger_writes),
         ("save_image: check, write, preview (worker thread)", save),
         ("make_preview alone", preview),
         ("inspect_image alone (a full decode)", inspect),
@@ -224,6 +249,8 @@ async def split(session: Session, runs: int = 5) -> dict[str, dict[str, float]]:
             walls.append(time.perf_counter() - wall0)
             cpus.append(time.process_time() - cpu0)
         out[name] = {"wall_ms": median(walls) * 1000, "cpu_ms": median(cpus) * 1000}
+    await public.aclose()
+    ledger.close()
     return out
 
 
