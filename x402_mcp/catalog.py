@@ -445,7 +445,14 @@ class ToolSpec:
 
         `images` maps each image argument to what the endpoint receives for it (a URL or data URI).
         """
-        body = {key: value for key, value in arguments.upstream_fields().items() if key not in self.image_fields}
+        # Image arguments leave only as `images` says (checked and converted), never as the caller wrote
+        # them: dropped by argument name and by upstream name (a catalog input's send_as alias).
+        wire_names = set(self.image_fields.values())
+        body = {
+            key: value
+            for key, value in arguments.upstream_fields().items()
+            if key not in self.image_fields and key not in wire_names
+        }
         for argument, wire in self.image_fields.items():
             if argument in images:
                 body[wire] = images[argument]
