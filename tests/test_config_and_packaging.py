@@ -104,9 +104,24 @@ def test_server_json_matches_the_package() -> None:
     assert package["transport"] == {"type": "stdio"}
     variables = {v["name"]: v for v in package["environmentVariables"]}
     assert variables["X402_PRIVATE_KEY"]["isSecret"] is True
-    assert all(not v["isSecret"] for name, v in variables.items() if name != "X402_PRIVATE_KEY")
-    fields = {f"X402_{name.upper()}" for name in Settings.model_fields}
-    assert set(variables) <= fields | {ENV_FILE_VARIABLE}
+    fields = {f"X402_{name.upper()}": field for name, field in Settings.model_fields.items()}
+    assert set(variables) <= set(fields) | {ENV_FILE_VARIABLE}
+    for name, variable in variables.items():
+        field = fields.get(name)
+        # Secret exactly where the settings hold it as one (the key, a ledger URL's password).
+        assert variable["isSecret"] is (field is not None and "SecretStr" in str(field.annotation)), name
+        if "default" in variable:
+            assert field is not None and variable["default"] == str(field.default), name
+    # What the README documents for a stdio server's user is in the registry's form too.
+    for name in (
+        "X402_CATALOG_FILE",
+        "X402_DISCOVERY_URL",
+        "X402_HTTP_USERS_FILE",
+        "X402_USER",
+        "X402_USER_DAILY_BUDGET",
+        "X402_LEDGER_URL",
+    ):
+        assert name in variables and variables[name]["description"], name
     assert f"mcp-name: {manifest['name']}" in (REPO / "README.md").read_text()
     assert project["scripts"]["x402-image-mcp"] == "x402_mcp.cli:main"
 
