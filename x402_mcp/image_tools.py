@@ -90,7 +90,11 @@ def _white_fraction(png: bytes) -> float:
 
 
 async def image_job_status(
-    services: Services, job_id: str, progress: Progress, caller: Caller | None = None
+    services: Services,
+    job_id: str,
+    progress: Progress,
+    caller: Caller | None = None,
+    roots: Sequence[Path] = (),
 ) -> CallToolResult:
     """Resume `caller`'s paid job: wait for it (up to X402_WAIT_SECONDS) and deliver its image. Never pays.
 
@@ -110,8 +114,9 @@ async def image_job_status(
             f"the job {job_id} failed upstream. It was paid when it was created.", money_spent=True, receipt=receipt
         )
     # The paying call's finish (save_as, fit, the paste onto the source), from what the job kept.
+    # save_as is checked again against the same roots a paid call's is (the client's included).
     output, notes = jobs.restore_finish(
-        job.finish, jobs.kept_dir(services.settings.resolved_data_dir), services.settings.input_root_paths
+        job.finish, jobs.kept_dir(services.settings.resolved_data_dir), [*services.settings.input_root_paths, *roots]
     )
     if job.status == "succeeded" and job.result is not None:
         return await deliver_job(

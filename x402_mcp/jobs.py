@@ -36,6 +36,7 @@ from x402_mcp.catalog import JobSpec, ToolSpec
 from x402_mcp.errors import X402Error
 from x402_mcp.image_inputs import InputError
 from x402_mcp.image_outputs import OutputPlan, SaveTarget, check_save_as
+from x402_mcp.images.composite import Box
 
 if TYPE_CHECKING:
     import httpx  # imported where used: it costs ~40 ms at start
@@ -246,7 +247,9 @@ def restore_finish(
         source = _kept_file(directory, finish.get("source"), finish.get("source_sha256"))
         mask = _kept_file(directory, finish.get("mask"), finish.get("mask_sha256"))
         raw_box = finish.get("box")
-        box = tuple(int(edge) for edge in raw_box) if isinstance(raw_box, list) and len(raw_box) == 4 else None
+        box: Box | None = None
+        if isinstance(raw_box, list) and len(raw_box) == 4:
+            box = (int(raw_box[0]), int(raw_box[1]), int(raw_box[2]), int(raw_box[3]))
         if source is None or mask is None:
             notes.append(
                 "resumed job: the copies of the source and mask this job kept are not on this server (another "
@@ -259,7 +262,7 @@ def restore_finish(
                 mask,
                 bool(finish.get("preserve_unmasked", True)),
                 float(finish.get("mask_blur", 4)),
-                box,  # type: ignore[arg-type]  # four ints: checked above
+                box,
             )
     return OutputPlan(target, restored), tuple(notes)
 

@@ -347,10 +347,13 @@ def _register_image_tools(server: FreeTools) -> None:
     )
     async def image_job_status(
         ctx: Context[Services, Any],
+        roots: ClientRoots,
         job_id: Annotated[str, Field(min_length=1, max_length=200, description="The job_id a paid tool returned.")],
     ) -> Annotated[CallToolResult, ImageResult]:
         progress = ProgressReporter(ctx.report_progress, total=3).stage()
-        return await image_tools.image_job_status(ctx.request_context.lifespan_context, job_id, progress, caller(ctx))
+        return await image_tools.image_job_status(
+            ctx.request_context.lifespan_context, job_id, progress, caller(ctx), root_paths(roots)
+        )
 
     @server.tool(
         name="image_history",
