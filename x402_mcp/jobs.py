@@ -95,8 +95,8 @@ async def poll(
     """Poll until the job ends or `deadline` (monotonic) passes: (status, result or None).
 
     `JobFailed` only for the upstream's own failed status; `JobError` for a status endpoint
-    asking for payment or a finished job without an image_url. At the deadline: the last status
-    read (or "running") and None, so the job can be resumed.
+    asking for payment or a finished job without an image (at the spec's result_field). At the
+    deadline: the last status read (or "running") and None, so the job can be resumed.
     """
     states = spec.job or DEFAULT_JOB
     status: str | None = None

@@ -307,7 +307,7 @@ def _keep_finish(notes: list[str], output: OutputPlan, services: Services, payme
     """What a resumed job needs to finish like this call (jobs.keep_finish); a failure is a note, not an error."""
     try:
         return jobs.keep_finish(output, jobs.kept_dir(services.settings.resolved_data_dir), payment_id)
-    except OSError as exc:
+    except Exception as exc:  # after payment: the job handle matters more than what it could not keep
         log.warning("could not keep a job's inputs: %s", exc)
         notes.append(
             f"the source and mask could not be kept for a resumed job ({type(exc).__name__}); if this job is "
