@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,18 @@ async def test_a_job_that_fails_upstream_removes_what_it_kept(slow_inpaint: Runn
         failed = await later.call("image_job_status", {"job_id": job_id})
     assert failed.is_error and "failed upstream" in text_of(failed)
     assert kept_files() == []
+
+
+async def test_copies_of_jobs_nobody_resumed_are_removed_after_a_month(slow_inpaint: RunningSandbox, key: str) -> None:
+    folder = kept_dir()
+    folder.mkdir(parents=True, mode=0o700)
+    stale, recent = folder / "1-old-source", folder / "2-recent-source"
+    for path in (stale, recent):
+        path.write_bytes(b"kept")
+    month_and_a_day = jobs.KEPT_MAX_AGE_SECONDS + 24 * 3600
+    os.utime(stale, (time.time() - month_and_a_day, time.time() - month_and_a_day))
+    os.utime(recent, (time.time() - 24 * 3600, time.time() - 24 * 3600))
+    args = {"image": data_uri(encode(noise(W, H))), "mask": data_uri(mask_png()), "prompt": "a yellow square"}
+    await start_a_job(slow_inpaint, key, "image_inpaint", args, data_uri_inputs=True)
+    names = {path.name for path in kept_files()}
+    assert stale.name not in names and recent.name in names and len(names) == 3  # the new job's two, and recent

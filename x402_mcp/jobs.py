@@ -162,6 +162,9 @@ async def _read_status(job: JobHandle, http: httpx.AsyncClient) -> dict[str, Any
 
 #: The folder (under the data dir) holding the copies of the inputs a running job still needs.
 KEPT_DIR = "job-inputs"
+#: Copies older than this belong to jobs nobody resumed (upstreams keep a job's result for hours,
+#: not weeks): removed when a new job keeps its own, so the folder never grows without bound.
+KEPT_MAX_AGE_SECONDS = 30 * 24 * 3600
 
 
 def kept_dir(data_dir: Path) -> Path:
@@ -188,6 +191,7 @@ def keep_finish(plan: OutputPlan, directory: Path, payment_id: int) -> dict[str,
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.suppress(OSError):  # a filesystem without modes
             directory.chmod(0o700)
+        _sweep(directory, time.time() - KEPT_MAX_AGE_SECONDS)
         # Named by us, never by the upstream's job id: the row only ever names files in this folder.
         stem = f"{payment_id}-{secrets.token_hex(8)}"
         kept["finish"] = {
@@ -201,6 +205,20 @@ def keep_finish(plan: OutputPlan, directory: Path, payment_id: int) -> dict[str,
             "box": list(finish.box) if finish.box is not None else None,
         }
     return kept or None
+
+
+def _sweep(directory: Path, before: float) -> None:
+    """Remove kept copies last written before `before` (a job that was never resumed)."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_file() and not entry.is_symlink() and entry.stat().st_mtime < before:
+                entry.unlink()
+        except OSError as exc:
+            log.warning("could not remove an old kept job input: %s", exc)
 
 
 def _write_private(path: Path, data: bytes) -> str:
