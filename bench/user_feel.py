@@ -327,7 +327,9 @@ async def parallel(base_url: str, count: int, profile: Any = None) -> dict[str, 
     }
 
 
-async def run(base_url: str, trials: int, count: int, parallel_trials: int) -> dict[str, Any]:
+async def run(base_url: str, trials: int, count: int, parallel_trials: int, threads: int = 0) -> dict[str, Any]:
+    if threads:  # what-if: anyio's worker threads (save_image runs in them) limited to `threads`
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
     load0 = os.getloadavg()
     one = await single(base_url, trials) if trials else None
     bursts = [await parallel(base_url, count) for _ in range(parallel_trials)]
@@ -586,6 +588,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=64)
     parser.add_argument("--parallel-trials", type=int, default=3)
     parser.add_argument("--profile", help="profile single calls (NAME_single) and one burst (NAME_parallel)")
+    parser.add_argument("--threads", type=int, default=0, help="what-if: at most N worker threads (anyio: 40)")
     args = parser.parse_args()
     if args.profile:
         from bench.profiling import profiler, save
@@ -609,7 +612,7 @@ def main() -> None:
         )
         print(json.dumps(reports))
         return
-    print(json.dumps(asyncio.run(run(args.url, args.trials, args.parallel, args.parallel_trials))))
+    print(json.dumps(asyncio.run(run(args.url, args.trials, args.parallel, args.parallel_trials, args.threads))))
 
 
 if __name__ == "__main__":
