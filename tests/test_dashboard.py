@@ -74,6 +74,9 @@ def test_demo_ledger_gallery_details_and_json(demo_env: dict[str, str]) -> None:
         assert all(item["explorer_url"] is None and item["problem"] is None for item in items)
         assert all(re.fullmatch(r"0x[0-9a-f]{64}", item["transaction"]) for item in items)
         assert "signature" not in items[0]
+        # The model each answer named, recorded with what the payment bought (sandbox models).
+        assert all(isinstance(item["model"], str) and item["model"] for item in items), items
+        assert f"model {items[2]['model']}" in page.text
 
         filtered = get(base, "/api/payments", params={"tool": "image_edit"}).json()["items"]
         assert [item["id"] for item in filtered] == [2]

@@ -266,7 +266,9 @@ def test_a_version_4_ledger_gains_version_5_once(tmp_path: Path) -> None:
 
     path = tmp_path / "v4.sqlite3"
     old = sqlite3.connect(path)
-    v4 = backend._payments_table("payments") + ";" + V1_PAYMENTS.split(");", 1)[1]  # today's payments, v4 jobs
+    v4_payments = backend._payments_table("payments").replace(",\n    model           TEXT", "")
+    assert "model" not in v4_payments
+    v4 = v4_payments + ";" + V1_PAYMENTS.split(");", 1)[1]  # v4 payments (no model column), v4 jobs
     old.executescript(v4.replace("CREATE INDEX payments_day ON payments(day, status);", ""))
     old.execute(
         "INSERT INTO payments (created_at, updated_at, day, tool, url, request_digest, requirement, x402_version, "
@@ -289,6 +291,9 @@ def test_a_version_4_ledger_gains_version_5_once(tmp_path: Path) -> None:
         job = ledger.get_job("job-5")
         assert job is not None and job.finish == {"blur": 4}
         assert ledger.spending("ann") == Spending(today=9000, total=9000, user_today=9000)
+        assert ledger.get(1).model is None
+        ledger.record_output(1, model="gpt-image-2")
+        assert ledger.get(1).model == "gpt-image-2"
         plans = {
             column: " ".join(
                 str(row[3]) for row in ledger._db.execute(f"EXPLAIN QUERY PLAN SELECT * FROM payments {where}")
@@ -297,6 +302,7 @@ def test_a_version_4_ledger_gains_version_5_once(tmp_path: Path) -> None:
                 ("tool", "WHERE tool = 'x' ORDER BY id DESC LIMIT 5"),
                 ("user_name", "WHERE user_name = 'x' ORDER BY id DESC LIMIT 5"),
                 ("day", "WHERE day = 'x' ORDER BY id DESC LIMIT 5"),
+                ("parent_id", "WHERE parent_id = 1"),
             )
         }
     finally:
@@ -305,6 +311,7 @@ def test_a_version_4_ledger_gains_version_5_once(tmp_path: Path) -> None:
     assert "payments_tool_id" in plans["tool"] and "TEMP B-TREE" not in plans["tool"], plans
     assert "payments_user_id" in plans["user_name"] and "TEMP B-TREE" not in plans["user_name"], plans
     assert "payments_day_id" in plans["day"] and "TEMP B-TREE" not in plans["day"], plans
+    assert "payments_parent" in plans["parent_id"], plans  # an edit chain's later versions
 
     before = schema_of(path)
     again = Ledger(path, clock=lambda: 1_795_262_400.0)

@@ -261,6 +261,9 @@ def test_a_version_4_database_gains_version_5_once(ledger_url: str, caplog: pyte
         new = first.get_job("job-5")
         assert new is not None and new.finish == {"blur": 4}
         assert first.spending("ann").total == 9000  # the old row still counts
+        assert first.get(1).model is None
+        first.record_output(1, model="gpt-image-2")
+        assert first.get(1).model == "gpt-image-2"
     finally:
         first.close()
     second = PostgresLedger(ledger_url)  # the second start finds nothing to do
@@ -274,6 +277,7 @@ def test_a_version_4_database_gains_version_5_once(ledger_url: str, caplog: pyte
     assert "(tool, id)" in indexes["payments_tool_id"]
     assert "(user_name, id)" in indexes["payments_user_id"]
     assert "(day, id)" in indexes["payments_day_id"]
+    assert "(parent_id)" in indexes["payments_parent"]
 
 
 def ledger_origin_of(url: str) -> str:

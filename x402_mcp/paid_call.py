@@ -493,6 +493,7 @@ async def deliver(
             output_sha256=saved.sha256 if saved else None,
             parent_id=parent_id,
             prompt=prompt,
+            model=result.model[:200] if result.model else None,  # the upstream's word: bounded
         )
         _record(notes, "what this payment bought", link)
     result.notes = list(notes)

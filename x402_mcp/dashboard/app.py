@@ -64,10 +64,9 @@ def _limit(request: Request) -> int:
 
 def _page_items(dashboard: Dashboard, filters: Filters, before: int | None, limit: int) -> dict[str, Any]:
     page = dashboard.reader.page(filters, before, limit)
-    models = dashboard.reader.models([row.id for row in page.rows])
     items = []
     for row in page.rows:
-        item = dashboard.item(row, models.get(row.id))
+        item = dashboard.item(row)
         item["problem"] = dashboard.problem(row) if row.output_path else "this payment saved no file"
         items.append(item)
     return {"items": items, "next_cursor": page.next_cursor}
@@ -117,7 +116,7 @@ async def api_payments(request: Request) -> Response:
 
 def _one(dashboard: Dashboard, payment_id: int) -> tuple[dict[str, Any], str | None, list[dict[str, Any]]]:
     row = dashboard.ledger.get(payment_id)
-    item = dashboard.item(row, dashboard.reader.models([row.id]).get(row.id))
+    item = dashboard.item(row)
     # The whole chain from its first picture: ancestors, siblings (other edits of the same picture), later edits.
     chain = dashboard.ledger.lineage(payment_id)
     if chain and chain[0].id != payment_id:

@@ -53,7 +53,7 @@ def waits_for(row: PaymentRow, now: float) -> str:
     return f"the chain: the upstream sent a failure receipt (its word, not proof); {usable}; {after}"
 
 
-def payment_json(row: PaymentRow, *, local_chain: bool, model: str | None = None) -> dict[str, Any]:
+def payment_json(row: PaymentRow, *, local_chain: bool) -> dict[str, Any]:
     """One payment as the JSON API and the details view show it (never the signature)."""
     return {
         "id": row.id,
@@ -62,7 +62,7 @@ def payment_json(row: PaymentRow, *, local_chain: bool, model: str | None = None
         "tool": row.tool,
         "user": row.user_name,
         "prompt": row.prompt,
-        "model": model,
+        "model": row.model,
         "amount_usdc": format_usdc(row.amount),
         "status": row.status,
         "network": row.network,

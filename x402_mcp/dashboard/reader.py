@@ -8,7 +8,6 @@ PostgreSQL `default_transaction_read_only`): nothing here can write, let alone s
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -47,7 +46,6 @@ class Reader(Protocol):
     def page(self, filters: Filters, before: int | None, limit: int) -> Page: ...
     def counted_days(self, since: str) -> dict[str, int]: ...
     def users(self) -> list[str]: ...
-    def models(self, ids: list[int]) -> dict[int, str]: ...
     def unresolved(self, limit: int) -> tuple[list[PaymentRow], int]: ...
     def close(self) -> None: ...
 
@@ -80,21 +78,6 @@ _DAYS = "SELECT day, amount FROM counted_by_day WHERE day >= ? ORDER BY day"
 _USERS = "SELECT DISTINCT user_name FROM counted_by_user_day ORDER BY user_name"
 
 
-def _models_query(count: int) -> str:
-    """The model an asynchronous job's result names, for up to one page of payments.
-
-    The payments table keeps no model; only the jobs table (asynchronous tools, a few rows) does."""
-    return f"SELECT payment_id, result FROM jobs WHERE payment_id IN ({', '.join('?' * count)})"
-
-
-def _model_of(result: str | None) -> str | None:
-    try:
-        model = json.loads(result).get("model") if result else None
-    except (ValueError, AttributeError):
-        return None
-    return model if isinstance(model, str) else None
-
-
 class _Queries:
     """The queries, once for both backends (written with `?` placeholders); each backend runs them."""
 
@@ -110,10 +93,6 @@ class _Queries:
 
     def users(self) -> list[str]:
         return [row["user_name"] for row in self._all(_USERS)]
-
-    def models(self, ids: list[int]) -> dict[int, str]:
-        rows = self._all(_models_query(len(ids)), ids) if ids else []
-        return {int(row["payment_id"]): model for row in rows if (model := _model_of(row["result"])) is not None}
 
     def unresolved(self, limit: int) -> tuple[list[PaymentRow], int]:
         rows = [PaymentRow.from_row(row) for row in self._all(_UNRESOLVED, (limit,))]

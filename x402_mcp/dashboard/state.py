@@ -45,8 +45,8 @@ class Dashboard:
         except Exception:  # an unreadable user catalog: the built-in tools still filter
             return [entry.name for entry in CATALOG]
 
-    def item(self, row: PaymentRow, model: str | None = None) -> dict[str, Any]:
-        return payment_json(row, local_chain=self.local_chain, model=model)
+    def item(self, row: PaymentRow) -> dict[str, Any]:
+        return payment_json(row, local_chain=self.local_chain)
 
     def problem(self, row: PaymentRow) -> str | None:
         """Why this payment's image cannot be shown; None when it can."""

@@ -143,6 +143,8 @@ _SCHEMA_5: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS payments_tool_id ON payments(tool, id)",
     "CREATE INDEX IF NOT EXISTS payments_user_id ON payments(user_name, id)",
     "CREATE INDEX IF NOT EXISTS payments_day_id ON payments(day, id)",
+    "CREATE INDEX IF NOT EXISTS payments_parent ON payments(parent_id)",
+    "ALTER TABLE payments ADD COLUMN IF NOT EXISTS model TEXT",
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS finish TEXT",
 )
 

@@ -63,6 +63,8 @@ class PaymentRow:
     payment_identifier: str | None
     #: Who the payment was made for (X402_USER, default the OS user name).
     user_name: str
+    #: The model the upstream's answer named, when it named one.
+    model: str | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> PaymentRow:
@@ -145,6 +147,7 @@ class LedgerStore(Protocol):
         output_sha256: str | None = None,
         parent_id: int | None = None,
         prompt: str | None = None,
+        model: str | None = None,
     ) -> None: ...
     def find_output(
         self, *, image_url: str | None = None, path: str | None = None, sha256: str | None = None
@@ -206,6 +209,7 @@ class Transitions:
         output_sha256: str | None = None,
         parent_id: int | None = None,
         prompt: str | None = None,
+        model: str | None = None,
     ) -> None:
         fields = {
             "image_url": image_url,
@@ -213,6 +217,7 @@ class Transitions:
             "output_sha256": output_sha256,
             "parent_id": parent_id,
             "prompt": prompt,
+            "model": model,
         }
         fields = {k: v for k, v in fields.items() if v is not None}
         if fields:

@@ -41,6 +41,10 @@ def _in(statuses: tuple[str, ...]) -> str:
 _COUNTED = _in(COUNTED_STATUSES)
 
 
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
 def _payments_table(name: str) -> str:
     return f"""
 CREATE TABLE IF NOT EXISTS {name} (
@@ -70,7 +74,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     parent_id       INTEGER REFERENCES payments(id),
     prompt          TEXT,
     payment_identifier TEXT,
-    user_name       TEXT NOT NULL DEFAULT ''
+    user_name       TEXT NOT NULL DEFAULT '',
+    model           TEXT
 )"""
 
 
@@ -97,6 +102,8 @@ SCHEMA: tuple[str, ...] = (
     "CREATE INDEX IF NOT EXISTS payments_tool_id ON payments(tool, id)",
     "CREATE INDEX IF NOT EXISTS payments_user_id ON payments(user_name, id)",
     "CREATE INDEX IF NOT EXISTS payments_day_id ON payments(day, id)",
+    # An edit chain's later versions (lineage; the dashboard's versions).
+    "CREATE INDEX IF NOT EXISTS payments_parent ON payments(parent_id)",
     "CREATE INDEX IF NOT EXISTS payments_image_url ON payments(image_url)",
     "CREATE INDEX IF NOT EXISTS payments_output_sha256 ON payments(output_sha256)",
     "CREATE TABLE IF NOT EXISTS counted_by_day (day TEXT PRIMARY KEY, amount INTEGER NOT NULL) WITHOUT ROWID",
@@ -216,13 +223,14 @@ class Ledger(Transitions):
                 db.execute("DROP TABLE payments")
                 db.execute("ALTER TABLE payments_new RENAME TO payments")
                 db.execute("DROP INDEX IF EXISTS payments_day")  # what budget reads used before counted_by_day
+            if exists and version >= 2 and "model" not in _columns(db, "payments"):
+                db.execute("ALTER TABLE payments ADD COLUMN model TEXT")
             for trigger in _TRIGGERS:  # today's triggers also keep counted_by_user_day
                 db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
             for statement in SCHEMA:
                 db.execute(statement)
             # A jobs table older than version 5 (CREATE TABLE IF NOT EXISTS kept it as it was).
-            job_columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-            if "finish" not in job_columns:
+            if "finish" not in _columns(db, "jobs"):
                 db.execute("ALTER TABLE jobs ADD COLUMN finish TEXT")
             db.execute("DELETE FROM counted_by_day")
             db.execute(
