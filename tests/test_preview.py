@@ -13,7 +13,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from x402_mcp.images.preview import ImageError, ImageInfo, inspect_image, make_preview
+from x402_mcp.images.preview import ImageError, ImageInfo, inspect_and_preview, inspect_image, make_preview
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
@@ -191,6 +191,23 @@ def test_inspect_image() -> None:
     assert info.format == "WEBP" and info.mime_type == "image/webp"
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        encode(gradient(300, 100)),
+        encode(noise(1024, 768)),
+        encode(gradient(640, 320), "JPEG", exif=exif_bytes(6), quality=90),  # turned a quarter when shown
+        encode(noise(200, 200, "RGBA"), "WEBP"),
+    ],
+    ids=["png", "noisy-png", "jpeg-exif-6", "webp-rgba"],
+)
+def test_one_decode_gives_what_inspect_and_preview_give(data: bytes) -> None:
+    """What saving a result uses (one decode) says exactly what the two separate calls say."""
+    info, preview = inspect_and_preview(data)
+    assert info == inspect_image(data)
+    assert preview == make_preview(data)
+
+
 def png_header(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
@@ -222,6 +239,8 @@ def test_bad_data_raises_image_error(data: bytes, message: str) -> None:
         inspect_image(data)
     with pytest.raises(ImageError, match=message):
         make_preview(data)
+    with pytest.raises(ImageError, match=message):
+        inspect_and_preview(data)
 
 
 def test_image_error_is_a_value_error() -> None:

@@ -23,7 +23,7 @@ from x402_mcp import net
 from x402_mcp.errors import X402Error
 from x402_mcp.image_inputs import EXTENSIONS, InputError
 from x402_mcp.images.encode import FORMATS_BY_EXTENSION, convert_bytes, supported_extensions
-from x402_mcp.images.preview import ImageError, ImageInfo, Preview, inspect_image, make_preview
+from x402_mcp.images.preview import ImageError, ImageInfo, Preview, inspect_and_preview, inspect_image
 
 if TYPE_CHECKING:
     import httpx  # imported where used: it costs ~40 ms at start
@@ -190,12 +190,13 @@ def save_image(
     """Finish, check, save and preview bytes already downloaded (CPU and disk work: run it in a thread)."""
     notes: tuple[str, ...] = ()
     try:
-        inspect_image(data)
+        if plan is not None and (plan.finish is not None or plan.target is not None):
+            inspect_image(data)  # the upstream's own bytes, checked before anything works on them
         if plan is not None and plan.finish is not None:
             data, notes = plan.finish(data)
         if plan is not None and plan.target is not None:
             data = convert_bytes(data, plan.target.format)
-        info = inspect_image(data)
+        info, preview = inspect_and_preview(data)  # the final bytes: checked, sized and previewed in one decode
     except ImageError as exc:
         raise OutputError(f"the upstream's file is not a usable image ({exc})") from None
     digest = hashlib.sha256(data).hexdigest()
@@ -204,4 +205,4 @@ def save_image(
     else:
         extension = EXTENSIONS.get(info.mime_type, info.format.lower() or "img")
         path = write_exclusive(directory, output_name(tool, digest, extension, now or time.time()), data)
-    return SavedImage(path, digest, len(data), info, make_preview(data), notes)
+    return SavedImage(path, digest, len(data), info, preview, notes)
