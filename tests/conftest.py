@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +95,17 @@ def server_env(sandbox: RunningSandbox, key: str | None, **extra: str) -> dict[s
 
 
 SERVER_COMMAND = [sys.executable, "-m", "x402_mcp"]
+
+
+def send_reply(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes) -> None:
+    """A scripted upstream's whole answer: its headers (its own length and connection ones replaced), then the body."""
+    handler.send_response(status)
+    for name, value in headers.items():
+        if name.lower() not in ("content-length", "connection"):
+            handler.send_header(name, value)
+    handler.send_header("content-length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def free_port() -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from tests.conftest import png_bytes, text_of
+from tests.conftest import png_bytes, send_reply, text_of
 from x402_mcp import jobs
 from x402_mcp.config import load_settings
 from x402_mcp.sandbox import SandboxConfig
@@ -88,13 +88,7 @@ class Upstream:
                 self._reply(status, {"content-type": "application/json"}, json.dumps(value).encode())
 
             def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    if name.lower() not in ("content-length", "connection"):
-                        self.send_header(name, value)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_reply(self, status, headers, body)
 
         return Handler
 

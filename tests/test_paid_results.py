@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from tests.conftest import settings_for, text_of
+from tests.conftest import send_reply, settings_for, text_of
 from x402_mcp.config import load_settings
 from x402_mcp.payments.ledger import Ledger
 from x402_mcp.sandbox import RunningSandbox, SandboxConfig
@@ -89,13 +89,7 @@ class ScriptedUpstream:
                 self._reply(200, headers, upstream.body)
 
             def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    if name.lower() not in ("content-length", "connection"):
-                        self.send_header(name, value)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_reply(self, status, headers, body)
 
         return Handler
 

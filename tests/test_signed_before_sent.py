@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import send_reply
 from x402_mcp.payments.assets import NETWORKS
 from x402_mcp.payments.ledger import Ledger
 from x402_mcp.payments.payer import Limit, Payer
@@ -68,13 +69,7 @@ class WatchingUpstream:
                 self._reply(200, headers, b'{"image_url": "http://127.0.0.1:9/x.png"}')
 
             def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    if name.lower() not in ("content-length", "connection"):
-                        self.send_header(name, value)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_reply(self, status, headers, body)
 
         return Handler
 
