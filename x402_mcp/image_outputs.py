@@ -23,7 +23,7 @@ from x402_mcp import net
 from x402_mcp.errors import X402Error
 from x402_mcp.image_inputs import EXTENSIONS, InputError
 from x402_mcp.images.encode import FORMATS_BY_EXTENSION, convert_bytes, supported_extensions
-from x402_mcp.images.preview import ImageError, ImageInfo, Preview, inspect_and_preview, inspect_image
+from x402_mcp.images.preview import ImageError, ImageInfo, Preview, inspect_and_preview
 
 if TYPE_CHECKING:
     import httpx  # imported where used: it costs ~40 ms at start
@@ -190,8 +190,8 @@ def save_image(
     """Finish, check, save and preview bytes already downloaded (CPU and disk work: run it in a thread)."""
     notes: tuple[str, ...] = ()
     try:
-        if plan is not None and (plan.finish is not None or plan.target is not None):
-            inspect_image(data)  # the upstream's own bytes, checked before anything works on them
+        # A finish or a conversion opens the upstream's bytes through images.preview.open_image, whose
+        # checks (format, pixel limit, complete decode) raise ImageError: no separate check first.
         if plan is not None and plan.finish is not None:
             data, notes = plan.finish(data)
         if plan is not None and plan.target is not None:
