@@ -231,8 +231,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             arguments.insert(0, "serve")
         args = _parser().parse_args(arguments)
         _setup_logging()
-        handlers = {"serve": _serve, "sandbox": _sandbox, "demo": _demo, "convert": _convert, "users": _users}
-        handlers["dashboard"] = _dashboard
+        handlers = {"serve": _serve, "sandbox": _sandbox, "demo": _demo, "convert": _convert, "users": _users,
+                    "dashboard": _dashboard}  # fmt: skip
         handlers |= dict.fromkeys(("quote", "discover", "wallet", "ledger"), _money_command)
         if args.command != "serve":
             _startup_done()

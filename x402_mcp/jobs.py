@@ -228,9 +228,17 @@ def _write_private(path: Path, data: bytes) -> str:
     return path.name
 
 
+def _plain_name(name: object) -> str | None:
+    """`name` if it can only mean a file directly in the kept folder (as `_write_private` names them)."""
+    if isinstance(name, str) and name and Path(name).name == name and not name.startswith("."):
+        return name
+    return None
+
+
 def _kept_file(directory: Path, name: object, sha256: object) -> bytes | None:
     """A kept copy's bytes, if it is a plain name in `directory` and still what was kept."""
-    if not isinstance(name, str) or not name or Path(name).name != name or name.startswith("."):
+    name = _plain_name(name)
+    if name is None:
         return None
     try:
         data = (directory / name).read_bytes()
@@ -291,8 +299,8 @@ def discard_finish(kept: dict[str, Any] | None, directory: Path) -> None:
     if not isinstance(finish, dict):
         return
     for field in ("source", "mask"):
-        name = finish.get(field)
-        if isinstance(name, str) and name and Path(name).name == name and not name.startswith("."):
+        name = _plain_name(finish.get(field))
+        if name is not None:
             try:
                 (directory / name).unlink(missing_ok=True)
             except OSError as exc:

@@ -19,7 +19,6 @@ psycopg-pool. How the guarantees hold across processes and machines:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -44,6 +43,7 @@ from x402_mcp.payments.ledger.records import (
     SignedPayment,
     Status,
     Transitions,
+    json_column,
     signed_row_values,
 )
 from x402_mcp.payments.ledger.where import ledger_origin
@@ -381,7 +381,7 @@ class PostgresLedger(Transitions):
                 int(save),
                 now,
                 now,
-                json.dumps(finish, sort_keys=True) if finish is not None else None,
+                json_column(finish),
             ),
         )
 
@@ -389,7 +389,7 @@ class PostgresLedger(Transitions):
         self._rows(
             "UPDATE jobs SET status = %s, result = COALESCE(%s, result), updated_at = %s WHERE job_id = %s "
             "RETURNING job_id",
-            (status, json.dumps(result) if result is not None else None, self._clock(), job_id),
+            (status, json_column(result), self._clock(), job_id),
         )
 
     def get_job(self, job_id: str) -> JobRow | None:

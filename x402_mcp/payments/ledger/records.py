@@ -19,7 +19,8 @@ UNRESOLVED: tuple[Status, ...] = ("signed", "unknown", "declined")
 #: today's shape. 1 added counted_by_day; 2 is the state machine (the statuses `reserved` and
 #: `released` are gone); 3 added payment_identifier; 4 added user_name and counted_by_user_day;
 #: 5 added the (tool, id), (user_name, id) and (day, id) indexes (newest-first pages of one tool, user
-#: or day) and jobs.finish (what a resumed job still does to its image: see x402_mcp/jobs.py).
+#: or day), the parent_id index (edit chains), payments.model and jobs.finish (what a resumed job still
+#: does to its image: see x402_mcp/jobs.py).
 SCHEMA_VERSION = 5
 
 #: What `report(by=...)` can total by, and the column each one groups.
@@ -69,6 +70,11 @@ class PaymentRow:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> PaymentRow:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+def json_column(value: dict[str, Any] | None) -> str | None:
+    """The text a jobs row keeps for a JSON object (its result, its finish); `JobRow.from_row` reads it back."""
+    return json.dumps(value, sort_keys=True) if value is not None else None
 
 
 @dataclass(frozen=True)

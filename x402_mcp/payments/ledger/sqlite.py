@@ -8,7 +8,6 @@ triggers in the same transaction as the row that changes them.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import threading
 import time
@@ -29,6 +28,7 @@ from x402_mcp.payments.ledger.records import (
     SignedPayment,
     Status,
     Transitions,
+    json_column,
     signed_row_values,
 )
 from x402_mcp.payments.policy import COUNTED_STATUSES, Policy, Spending, budget_refusal, utc_day
@@ -176,10 +176,6 @@ _STATUS_FROM_V1 = (
     "WHEN status = 'released' AND note LIKE 'expired%' THEN 'expired' "
     "WHEN status = 'released' THEN 'unknown' ELSE status END"
 )
-
-
-def _json_or_none(value: dict[str, Any] | None) -> str | None:
-    return json.dumps(value, sort_keys=True) if value is not None else None
 
 
 class Ledger(Transitions):
@@ -371,14 +367,14 @@ class Ledger(Transitions):
             db.execute(
                 "INSERT OR REPLACE INTO jobs (job_id, payment_id, tool, status_url, status, save, created_at, "
                 "updated_at, finish) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-                (job_id, payment_id, tool, status_url, int(save), now, now, _json_or_none(finish)),
+                (job_id, payment_id, tool, status_url, int(save), now, now, json_column(finish)),
             )
 
     def update_job(self, job_id: str, status: str, result: dict[str, Any] | None = None) -> None:
         with self._write() as db:
             db.execute(
                 "UPDATE jobs SET status = ?, result = COALESCE(?, result), updated_at = ? WHERE job_id = ?",
-                (status, json.dumps(result) if result is not None else None, self._clock(), job_id),
+                (status, json_column(result), self._clock(), job_id),
             )
 
     def get_job(self, job_id: str) -> JobRow | None:
