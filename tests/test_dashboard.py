@@ -32,6 +32,7 @@ from tests.conftest import CLOSED_RPC, SERVER_COMMAND, png_bytes
 from x402_mcp.config import load_settings
 from x402_mcp.dashboard.present import explorer_url
 from x402_mcp.dashboard.reader import Filters, SqliteReader, _page_query
+from x402_mcp.payments.assets import format_usdc
 from x402_mcp.payments.ledger import Ledger, PaymentRow
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -281,9 +282,49 @@ def test_100k_row_ledger_pages_stay_fast(tmp_path: Path) -> None:
         assert all((i - 1) % 4 == 1 and (i - 1) % 3 == 1 for i in tool_ids)  # image_edit and bob, as filled
         spending = get(base, "/api/spending").json()
         assert spending["unresolved_count"] == 2000 and len(spending["unresolved"]) == 100
+        assert spending["by_tool"] == summed_totals(path, "tool")
+        assert spending["by_user"] == summed_totals(path, "user_name")
     for name, seconds in timings.items():
         print(f"  {name:40s} {seconds * 1000:7.1f} ms")
         assert seconds < PAGE_BOUND_SECONDS, name
+
+
+def summed_totals(path: Path, column: str) -> list[dict[str, Any]]:
+    """The spending page's totals the slow way, from the payments themselves (all counted in this fill)."""
+    db = sqlite3.connect(path)
+    rows = db.execute(
+        f"SELECT {column}, COUNT(*), SUM(amount), SUM(status = 'settled'), SUM(status = 'signed') "
+        f"FROM payments GROUP BY {column} ORDER BY {column}"
+    ).fetchall()
+    db.close()
+    key = "user" if column == "user_name" else column
+    return [
+        {key: name, "calls": calls, "amount_usdc": format_usdc(amount), "settled": settled, "pending": pending}
+        for name, calls, amount, settled, pending in rows
+    ]
+
+
+def test_the_spending_totals_read_the_kept_counters_not_the_payments(tmp_path: Path) -> None:
+    """One row per tool and user is read, however many payments: no scan of payments, whatever its size."""
+    from x402_mcp.payments.ledger.records import kept_totals_query
+
+    path = tmp_path / "ledger.sqlite3"
+    fill_sqlite(path, 2000)
+    db = sqlite3.connect(path)
+    read: set[str] = set()
+
+    def note_reads(action: int, table: str | None, *_: Any) -> int:
+        if action == sqlite3.SQLITE_READ and table is not None:
+            read.add(table)
+        return sqlite3.SQLITE_OK
+
+    db.set_authorizer(note_reads)  # SQLite names every table a statement reads as it compiles it
+    for by in ("tool", "user"):
+        assert len(db.execute(kept_totals_query(by)).fetchall()) == (4 if by == "tool" else 3)
+    db.set_authorizer(None)
+    assert read == {"counted_by_tool_user", "settled_by_tool_user"}, read
+    assert db.execute("SELECT COUNT(*) FROM counted_by_tool_user").fetchone()[0] == 12  # 4 tools x 3 users
+    db.close()
 
 
 @pytest.mark.parametrize(

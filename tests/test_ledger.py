@@ -126,7 +126,20 @@ def kept_by_day(ledger: Ledger) -> dict[str, int]:
     return {day: amount for day, amount in ledger._db.execute("SELECT day, amount FROM counted_by_day") if amount}
 
 
-def test_the_per_day_totals_follow_every_status_move(tmp_path: Path) -> None:
+def summed_by(ledger: Ledger, column: str) -> list[dict[str, int | str]]:
+    """The per-tool or per-user report the slow way: grouping the payments themselves."""
+    rows = ledger._db.execute(
+        f"SELECT {column}, COUNT(*), SUM(amount), SUM(status = 'settled'), "
+        "SUM(status IN ('signed', 'unknown', 'declined')) FROM payments "
+        f"WHERE status IN ('signed', 'unknown', 'declined', 'settled') GROUP BY {column} ORDER BY {column}"
+    )
+    keys = (column, "calls", "amount", "settled", "pending")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def test_the_kept_totals_follow_every_status_move(tmp_path: Path) -> None:
+    """Per day (the budgets) and per tool and user (the reports, the dashboard), after every move."""
+    import dataclasses
     import random
 
     rng = random.Random(402)
@@ -138,7 +151,10 @@ def test_the_per_day_totals_follow_every_status_move(tmp_path: Path) -> None:
         if step % 50 == 0:
             now[0] += 86_400 * rng.choice((0, 1))  # some days get several rows, across midnight
         if not ids or rng.random() < 0.4:
-            ids.append(ledger.record_signed(signed(step + 1, rng.randint(1, 90_000)), unlimited))
+            payment = dataclasses.replace(
+                signed(step + 1, rng.randint(1, 90_000)), tool=rng.choice(("image_edit", "image_generate"))
+            )
+            ids.append(ledger.record_signed(payment, unlimited, user=rng.choice(("", "ann", "bob"))))
             continue
         payment = rng.choice(ids)
         move = rng.choice(("settled", "declined", "unknown", "expired"))
@@ -151,12 +167,21 @@ def test_the_per_day_totals_follow_every_status_move(tmp_path: Path) -> None:
         else:
             ledger.mark_expired(payment, "moved")
         assert kept_by_day(ledger) == summed_by_day(ledger), f"after step {step}"
-    ledger._db.execute("DELETE FROM payments WHERE id = ?", (ids[0],))
-    assert kept_by_day(ledger) == summed_by_day(ledger)
+        assert ledger.report("tool") == summed_by(ledger, "tool"), f"after step {step}"
+        assert ledger.report("user") == summed_by(ledger, "user_name"), f"after step {step}"
+    for payment in (ids[0], next(i for i in ids if ledger.get(i).status == "settled")):
+        ledger._db.execute("DELETE FROM jobs WHERE payment_id = ?", (payment,))
+        ledger._db.execute("DELETE FROM payments WHERE id = ?", (payment,))
+        assert kept_by_day(ledger) == summed_by_day(ledger)
+        assert ledger.report("tool") == summed_by(ledger, "tool")
+        assert ledger.report("user") == summed_by(ledger, "user_name")
     today = summed_by_day(ledger).get(ledger._db.execute("SELECT MAX(day) FROM payments").fetchone()[0], 0)
-    # Every row is the one user's, so their share of today is all of it.
-    assert ledger.spending() == Spending(today=today, total=sum(summed_by_day(ledger).values()), user_today=today)
+    assert ledger.spending().today == today and ledger.spending().total == sum(summed_by_day(ledger).values())
     assert len(summed_by_day(ledger)) > 1
+    # Every tool and user was paid for, and some of each settled and some did not.
+    report = ledger.report("user")
+    assert [row["user_name"] for row in report] == ["", "ann", "bob"]
+    assert all(row["settled"] and row["pending"] for row in report), report
     ledger.close()
 
 
@@ -260,8 +285,9 @@ def schema_of(path: Path) -> list[tuple[str, str]]:
         return sorted(db.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall())
 
 
-def test_a_version_4_ledger_gains_version_5_once(tmp_path: Path) -> None:
-    """The indexes for newest-first pages and jobs.finish; the rows as they were; a second open changes nothing."""
+def test_a_version_4_ledger_gains_versions_5_and_6_once(tmp_path: Path) -> None:
+    """The indexes for newest-first pages, jobs.finish and the kept per-tool/user totals; the rows as they
+    were; a second open changes nothing."""
     from x402_mcp.payments.ledger import sqlite as backend
 
     path = tmp_path / "v4.sqlite3"
@@ -284,7 +310,9 @@ def test_a_version_4_ledger_gains_version_5_once(tmp_path: Path) -> None:
 
     ledger = Ledger(path, clock=lambda: 1_795_262_400.0)  # 2026-11-21 UTC
     try:
-        assert int(ledger._db.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION == 5
+        assert int(ledger._db.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION == 6
+        # The old row is in the kept totals, summed once by the migration.
+        assert ledger.report("user") == [{"user_name": "ann", "calls": 1, "amount": 9000, "settled": 1, "pending": 0}]
         job = ledger.get_job("job-4")
         assert job is not None and job.finish is None and job.payment_id == 1
         ledger.add_job("job-5", 1, "image_inpaint", "http://127.0.0.1:9/k", save=True, finish={"blur": 4})

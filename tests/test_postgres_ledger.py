@@ -30,7 +30,7 @@ from tests.conftest import SERVER_COMMAND, server_env, settings_for
 from tests.pg import PASSWORD, Cluster
 from x402_mcp.config import ConfigError, load_settings
 from x402_mcp.payments.ledger import LedgerUnavailable, PaymentRow
-from x402_mcp.payments.ledger.postgres import PostgresLedger
+from x402_mcp.payments.ledger.postgres import MIGRATIONS, PostgresLedger
 from x402_mcp.payments.policy import COUNTED_STATUSES
 from x402_mcp.sandbox import RunningSandbox
 from x402_mcp.server import build_server
@@ -226,15 +226,19 @@ def test_four_servers_starting_together_migrate_an_empty_database_once(ledger_ur
         assert process.returncode == 0, err
         assert out.strip() == "0"
         assert PASSWORD not in err
-    for version in (4, 5):
+    versions = [version for version, _ in MIGRATIONS]
+    assert versions == [4, 5, 6]
+    for version in versions:
         applied = sum(f"applied migration {version}" in err for _, err in outputs)
         assert applied == 1, [err for _, err in outputs]
     with psycopg.connect(ledger_url) as conn:
-        assert conn.execute("SELECT version FROM ledger_migrations ORDER BY version").fetchall() == [(4,), (5,)]
+        rows = conn.execute("SELECT version FROM ledger_migrations ORDER BY version").fetchall()
+    assert [version for (version,) in rows] == versions
 
 
-def test_a_version_4_database_gains_version_5_once(ledger_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    """A team's database from before version 5 (rows in it) gets the indexes and jobs.finish, once."""
+def test_a_version_4_database_gains_versions_5_and_6_once(ledger_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A team's database from before version 5 (rows in it) gets the indexes, jobs.finish and the kept
+    per-tool/user totals, once."""
     from x402_mcp.payments.ledger import postgres as backend
 
     with psycopg.connect(ledger_url) as conn:
@@ -264,15 +268,21 @@ def test_a_version_4_database_gains_version_5_once(ledger_url: str, caplog: pyte
         assert first.get(1).model is None
         first.record_output(1, model="gpt-image-2")
         assert first.get(1).model == "gpt-image-2"
+        # The old row is in the kept totals (summed by the migration), and a new one is counted by the triggers.
+        assert first.report("tool") == [
+            {"tool": "image_generate", "calls": 1, "amount": 9000, "settled": 1, "pending": 0}
+        ]
     finally:
         first.close()
     second = PostgresLedger(ledger_url)  # the second start finds nothing to do
     second.close()
     assert [r.getMessage() for r in caplog.records if "applied migration" in r.getMessage()] == [
-        f"ledger at {ledger_origin_of(ledger_url)}: applied migration 5"
+        f"ledger at {ledger_origin_of(ledger_url)}: applied migration 5",
+        f"ledger at {ledger_origin_of(ledger_url)}: applied migration 6",
     ]
     with psycopg.connect(ledger_url) as conn:
-        assert conn.execute("SELECT version FROM ledger_migrations ORDER BY version").fetchall() == [(4,), (5,)]
+        versions = conn.execute("SELECT version FROM ledger_migrations ORDER BY version").fetchall()
+        assert versions == [(4,), (5,), (6,)]
         indexes = {row[0]: row[1] for row in conn.execute("SELECT indexname, indexdef FROM pg_indexes")}
     assert "(tool, id)" in indexes["payments_tool_id"]
     assert "(user_name, id)" in indexes["payments_user_id"]
@@ -420,6 +430,89 @@ def test_a_ledger_url_that_is_not_postgresql_is_refused_without_echoing_it() -> 
 
 
 # --- 6. reports and moving a SQLite ledger to PostgreSQL -------------------------------------------
+
+
+def summed_by(url: str, column: str) -> list[dict[str, Any]]:
+    """The per-tool or per-user report the slow way: grouping the payments themselves."""
+    counted = ", ".join(f"'{status}'" for status in COUNTED_STATUSES)
+    with psycopg.connect(url, row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute(
+            f"SELECT {column}, COUNT(*) AS calls, SUM(amount)::bigint AS amount, "  # type: ignore[arg-type]
+            "COUNT(*) FILTER (WHERE status = 'settled') AS settled, "
+            "COUNT(*) FILTER (WHERE status <> 'settled') AS pending "
+            f"FROM payments WHERE status IN ({counted}) GROUP BY {column} ORDER BY {column}"
+        ).fetchall()
+
+
+def summed_by_day(url: str) -> dict[str, int]:
+    counted = ", ".join(f"'{status}'" for status in COUNTED_STATUSES)
+    with psycopg.connect(url) as conn:
+        kept = {day: int(amount) for day, amount in conn.execute("SELECT day, amount FROM counted_by_day") if amount}
+        summed = conn.execute(
+            f"SELECT day, SUM(amount) FROM payments WHERE status IN ({counted}) GROUP BY day"  # type: ignore[arg-type]
+        ).fetchall()
+    assert kept == {day: int(amount) for day, amount in summed}
+    return kept
+
+
+@pytest.mark.timeout(120)
+def test_four_servers_paying_and_settling_at_once_keep_exact_totals(ledger_url: str) -> None:
+    """Reservations and settlements interleaved from four ledgers (four servers' pools): no deadlock, no
+    lost update; the kept totals per day, tool and user equal the payments summed."""
+    import dataclasses
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.test_money_safety import signed_payment
+    from x402_mcp.payments.policy import Policy
+
+    unlimited = Policy(max_per_call=10**9, daily_budget=10**15, total_budget=None, confirm_above=10**9)
+    tools, users = ("image_edit", "image_generate"), ("alice", "bob", "carol")
+
+    def server(seed: int) -> None:
+        rng = random.Random(seed)
+        ledger = PostgresLedger(ledger_url, user=users[seed % len(users)])
+        try:
+            mine: list[int] = []
+            for _ in range(60):
+                if not mine or rng.random() < 0.5:
+                    payment = dataclasses.replace(
+                        signed_payment("0x" + "cd" * 20, 10**12), tool=rng.choice(tools), amount=rng.randint(1, 9999)
+                    )
+                    mine.append(ledger.record_signed(payment, unlimited, user=rng.choice(users)))
+                    continue
+                payment_id = rng.choice(mine)
+                move = rng.choice(("settled", "settled", "declined", "unknown", "expired"))
+                if move == "settled":
+                    ledger.mark_settled(payment_id, "0x" + "ab" * 32)
+                elif move == "declined":
+                    ledger.mark_declined(payment_id, "moved")
+                elif move == "unknown":
+                    ledger.mark_unknown(payment_id, "moved")
+                else:
+                    ledger.mark_expired(payment_id, "moved")
+        finally:
+            ledger.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        for done in [pool.submit(server, seed) for seed in range(4)]:
+            done.result()  # a deadlock retried past its limit, or any other error, fails here
+
+    reader = PostgresLedger(ledger_url)
+    try:
+        by_tool, by_user = reader.report("tool"), reader.report("user")
+    finally:
+        reader.close()
+    assert by_tool == summed_by(ledger_url, "tool") and by_user == summed_by(ledger_url, "user_name")
+    assert sum(summed_by_day(ledger_url).values()) == sum(row["amount"] for row in by_tool)
+    assert [row["user_name"] for row in by_user] == list(users)
+    assert all(row["settled"] and row["pending"] for row in by_tool), by_tool
+    # The totals are read from the kept counters, not from the payments.
+    with psycopg.connect(ledger_url) as conn:
+        from x402_mcp.payments.ledger.records import kept_totals_query
+
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + kept_totals_query("tool")))  # type: ignore[arg-type]
+    assert "counted_by_tool_user" in plan and "payments" not in plan.replace("counted_by_tool_user", ""), plan
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -153,30 +153,20 @@ INSERT = (
 
 
 def fill_sqlite(path: Path, count: int) -> None:
-    """A SQLite ledger of today's schema with `count` synthetic rows (its day totals as the triggers keep them)."""
+    """A SQLite ledger of today's schema with `count` synthetic rows (its totals as the triggers keep them)."""
     from x402_mcp.payments.ledger import Ledger
-    from x402_mcp.payments.ledger.sqlite import SCHEMA
-    from x402_mcp.payments.policy import COUNTED_STATUSES
+    from x402_mcp.payments.ledger.sqlite import SCHEMA, TRIGGERS, recount
 
     Ledger(path).close()  # today's schema
-    counted = ", ".join(f"'{status}'" for status in COUNTED_STATUSES)
     triggers = [statement for statement in SCHEMA if "CREATE TRIGGER" in statement]
     db = sqlite3.connect(path)
     with db:
-        # The day totals are summed once after the rows, as the ledger's migration does, and the ledger's
+        # The kept totals are summed once after the rows, as the ledger's migration does, and the ledger's
         # own triggers put back: 100k rows in about half the time of firing the triggers per row.
-        for name in ("counted_on_insert", "counted_on_update", "counted_on_delete"):
+        for name in TRIGGERS:
             db.execute(f"DROP TRIGGER {name}")
         db.executemany(INSERT, synthetic_rows(count))
-        db.execute("DELETE FROM counted_by_day")
-        db.execute(
-            f"INSERT INTO counted_by_day SELECT day, SUM(amount) FROM payments WHERE status IN ({counted}) GROUP BY day"
-        )
-        db.execute("DELETE FROM counted_by_user_day")
-        db.execute(
-            "INSERT INTO counted_by_user_day SELECT day, user_name, SUM(amount) FROM payments "
-            f"WHERE status IN ({counted}) GROUP BY day, user_name"
-        )
+        recount(db)
         for statement in triggers:
             db.execute(statement)
     db.close()

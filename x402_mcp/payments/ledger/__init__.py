@@ -26,9 +26,11 @@ expired     valid_before passed and the chain says the nonce is unused:  no     
 The payer makes the first three moves (from `signed`); reconciliation (reconcile.py) makes the
 moves to settled and expired from the chain. A weaker word never overwrites a stronger one: a late
 "no answer" leaves a settled, declined or expired row as it is, so several servers may reconcile
-the same rows at once. What counts is kept per UTC day (counted_by_day) and per user and day
-(counted_by_user_day) by triggers in the same transaction as the row that changes it. Each method
-is one short synchronous transaction with no await inside.
+the same rows at once. What counts is kept per UTC day (counted_by_day), per user and day
+(counted_by_user_day) and per tool and user (counted_by_tool_user, with settled_by_tool_user for
+how much of it settled) by triggers in the same transaction as the row that changes it: budget
+checks and the totals per tool or user read a few rows, however long the history. Each method is
+one short synchronous transaction with no await inside.
 """
 
 from __future__ import annotations

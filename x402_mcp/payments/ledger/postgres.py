@@ -9,8 +9,8 @@ psycopg-pool. How the guarantees hold across processes and machines:
   advisory lock (the "total row"), which also orders reservations made on different UTC days. The
   budgets are read after the lock and the signed row is inserted and committed in the same
   transaction, before the payer lets the header leave.
-- counted_by_day and counted_by_user_day are kept by a plpgsql trigger, in the same transaction
-  as the row that changes them (one way, as in SQLite).
+- counted_by_day, counted_by_user_day and the per-tool/user totals are kept by plpgsql triggers,
+  in the same transaction as the row that changes them (one way, as in SQLite).
 - Migrations are versioned in ledger_migrations and run under pg_advisory_xact_lock: when several
   servers start together, one applies them and the others find them done.
 - A database that cannot be reached raises LedgerUnavailable: the payer refuses before anything
@@ -31,7 +31,6 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from x402_mcp.payments.ledger.records import (
-    REPORT_COLUMNS,
     SCHEMA_VERSION,
     STATUSES,
     UNRESOLVED,
@@ -44,6 +43,7 @@ from x402_mcp.payments.ledger.records import (
     Status,
     Transitions,
     json_column,
+    kept_totals_query,
     signed_row_values,
 )
 from x402_mcp.payments.ledger.where import ledger_origin
@@ -148,8 +148,72 @@ _SCHEMA_5: tuple[str, ...] = (
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS finish TEXT",
 )
 
+# Version 6: the totals per tool and per user, kept like counted_by_day (the dashboard reads them on
+# every visit). Two tables, each kept by its own trigger: a reservation (under today's counted_by_day
+# lock) touches only counted_by_tool_user, a settlement only settled_by_tool_user, so a settlement
+# never makes a reservation wait for its commit. Triggers fire in name order (ledger_count, then
+# ledger_settled), so every transaction takes these rows in one order. Dropping the old trigger first
+# locks payments until this migration commits: no row is written between the sums and the triggers.
+_SCHEMA_6: tuple[str, ...] = (
+    "DROP TRIGGER ledger_count ON payments",
+    "CREATE TABLE counted_by_tool_user (tool TEXT NOT NULL, user_name TEXT NOT NULL, calls BIGINT NOT NULL, "
+    "amount BIGINT NOT NULL, PRIMARY KEY (tool, user_name))",
+    "CREATE TABLE settled_by_tool_user (tool TEXT NOT NULL, user_name TEXT NOT NULL, calls BIGINT NOT NULL, "
+    "PRIMARY KEY (tool, user_name))",
+    f"""CREATE OR REPLACE FUNCTION ledger_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND (OLD.status IN {_COUNTED}) = (NEW.status IN {_COUNTED})
+            AND OLD.amount = NEW.amount AND OLD.day = NEW.day AND OLD.user_name = NEW.user_name
+            AND OLD.tool = NEW.tool THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status IN {_COUNTED} THEN
+        UPDATE counted_by_day SET amount = amount - OLD.amount WHERE day = OLD.day;
+        UPDATE counted_by_user_day SET amount = amount - OLD.amount
+            WHERE day = OLD.day AND user_name = OLD.user_name;
+        UPDATE counted_by_tool_user SET calls = calls - 1, amount = amount - OLD.amount
+            WHERE tool = OLD.tool AND user_name = OLD.user_name;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.status IN {_COUNTED} THEN
+        INSERT INTO counted_by_day AS c (day, amount) VALUES (NEW.day, NEW.amount)
+            ON CONFLICT (day) DO UPDATE SET amount = c.amount + EXCLUDED.amount;
+        INSERT INTO counted_by_user_day AS c (day, user_name, amount) VALUES (NEW.day, NEW.user_name, NEW.amount)
+            ON CONFLICT (day, user_name) DO UPDATE SET amount = c.amount + EXCLUDED.amount;
+        INSERT INTO counted_by_tool_user AS c (tool, user_name, calls, amount)
+            VALUES (NEW.tool, NEW.user_name, 1, NEW.amount)
+            ON CONFLICT (tool, user_name) DO UPDATE SET calls = c.calls + 1, amount = c.amount + EXCLUDED.amount;
+    END IF;
+    RETURN NULL;
+END
+$$""",
+    """CREATE FUNCTION ledger_settled() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND (OLD.status = 'settled') = (NEW.status = 'settled')
+            AND OLD.user_name = NEW.user_name AND OLD.tool = NEW.tool THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status = 'settled' THEN
+        UPDATE settled_by_tool_user SET calls = calls - 1 WHERE tool = OLD.tool AND user_name = OLD.user_name;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.status = 'settled' THEN
+        INSERT INTO settled_by_tool_user AS c (tool, user_name, calls) VALUES (NEW.tool, NEW.user_name, 1)
+            ON CONFLICT (tool, user_name) DO UPDATE SET calls = c.calls + 1;
+    END IF;
+    RETURN NULL;
+END
+$$""",
+    "CREATE TRIGGER ledger_count AFTER INSERT OR DELETE OR UPDATE OF status, amount, day, user_name, tool "
+    "ON payments FOR EACH ROW EXECUTE FUNCTION ledger_count()",
+    "CREATE TRIGGER ledger_settled AFTER INSERT OR DELETE OR UPDATE OF status, user_name, tool "
+    "ON payments FOR EACH ROW EXECUTE FUNCTION ledger_settled()",
+    "INSERT INTO counted_by_tool_user (tool, user_name, calls, amount) SELECT tool, user_name, COUNT(*), "
+    f"SUM(amount) FROM payments WHERE status IN {_COUNTED} GROUP BY tool, user_name",
+    "INSERT INTO settled_by_tool_user (tool, user_name, calls) "
+    "SELECT tool, user_name, COUNT(*) FROM payments WHERE status = 'settled' GROUP BY tool, user_name",
+)
+
 #: (version, statements) in order; a ledger at version N runs every later entry once.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((4, _SCHEMA_4), (5, _SCHEMA_5))
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((4, _SCHEMA_4), (5, _SCHEMA_5), (6, _SCHEMA_6))
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 
 _INSERT = (
@@ -419,9 +483,15 @@ class PostgresLedger(Transitions):
         return [PaymentRow.from_row(row) for row in rows]
 
     def report(self, by: ReportKey | None = None) -> list[dict[str, Any]]:
-        """Totals per UTC day and tool (or per user, tool or day alone), counted statuses only."""
-        columns = "day, tool" if by is None else REPORT_COLUMNS[by]
-        order = "day DESC, tool" if by is None else ("day DESC" if by == "day" else columns)
+        """Totals per UTC day and tool (or per user, tool or day alone), counted statuses only.
+
+        Per tool and per user they are read from the kept counters (the dashboard shows them on every
+        visit); per day they are summed from the payments.
+        """
+        if by == "tool" or by == "user":
+            return self._rows(kept_totals_query(by))
+        columns = "day" if by == "day" else "day, tool"
+        order = "day DESC" if by == "day" else "day DESC, tool"
         return self._rows(
             f"SELECT {columns}, COUNT(*)::bigint AS calls, SUM(amount)::bigint AS amount, "
             "COUNT(*) FILTER (WHERE status = 'settled')::bigint AS settled, "

@@ -20,12 +20,25 @@ UNRESOLVED: tuple[Status, ...] = ("signed", "unknown", "declined")
 #: `released` are gone); 3 added payment_identifier; 4 added user_name and counted_by_user_day;
 #: 5 added the (tool, id), (user_name, id) and (day, id) indexes (newest-first pages of one tool, user
 #: or day), the parent_id index (edit chains), payments.model and jobs.finish (what a resumed job still
-#: does to its image: see x402_mcp/jobs.py).
-SCHEMA_VERSION = 5
+#: does to its image: see x402_mcp/jobs.py); 6 added counted_by_tool_user and settled_by_tool_user
+#: (the totals per tool and per user, kept by triggers like counted_by_day).
+SCHEMA_VERSION = 6
 
-#: What `report(by=...)` can total by, and the column each one groups.
+#: What `report(by=...)` can total by.
 ReportKey = Literal["user", "tool", "day"]
-REPORT_COLUMNS: dict[str, str] = {"user": "user_name", "tool": "tool", "day": "day"}
+
+
+def kept_totals_query(by: Literal["user", "tool"]) -> str:
+    """Totals per tool or per user from the kept counters: one row per tool and user is read, however
+    long the ledger. The same SQL on both backends; counted statuses only, as the budgets count."""
+    column = "tool" if by == "tool" else "user_name"
+    return (
+        f"SELECT c.{column}, CAST(SUM(c.calls) AS BIGINT) AS calls, CAST(SUM(c.amount) AS BIGINT) AS amount, "
+        "CAST(COALESCE(SUM(s.calls), 0) AS BIGINT) AS settled, "
+        "CAST(SUM(c.calls) - COALESCE(SUM(s.calls), 0) AS BIGINT) AS pending "
+        "FROM counted_by_tool_user c LEFT JOIN settled_by_tool_user s ON s.tool = c.tool AND s.user_name = c.user_name "
+        f"GROUP BY c.{column} HAVING SUM(c.calls) > 0 ORDER BY c.{column}"
+    )
 
 
 class BudgetExceeded(Exception):

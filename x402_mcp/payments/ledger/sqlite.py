@@ -1,8 +1,9 @@
 """The SQLite backend (WAL, synchronous=FULL): the embedded default, one file per machine.
 
 The state machine is in __init__.py. Concurrent writers (tasks, threads, other processes sharing
-the file) serialise on IMMEDIATE transactions; counted_by_day and counted_by_user_day are kept by
-triggers in the same transaction as the row that changes them.
+the file) serialise on IMMEDIATE transactions; the kept totals (counted_by_day, counted_by_user_day,
+counted_by_tool_user, settled_by_tool_user) are kept by triggers in the same transaction as the row
+that changes them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from x402_mcp.payments.ledger.records import (
-    REPORT_COLUMNS,
     SCHEMA_VERSION,
     STATUSES,
     UNRESOLVED,
@@ -29,6 +29,7 @@ from x402_mcp.payments.ledger.records import (
     Status,
     Transitions,
     json_column,
+    kept_totals_query,
     signed_row_values,
 )
 from x402_mcp.payments.policy import COUNTED_STATUSES, Policy, Spending, budget_refusal, utc_day
@@ -82,7 +83,10 @@ CREATE TABLE IF NOT EXISTS {name} (
 # What counts against the budgets, per UTC day, is kept in counted_by_day by triggers in the same
 # transaction as the row that changes it: a budget check reads one row, however long the history
 # (summing the payments took 23-43 ms at 100,000 rows). Only a move into or out of a counted
-# status, or a change of amount or day, touches it.
+# status, or a change of amount or day, touches it. counted_by_tool_user and settled_by_tool_user
+# keep the per-tool and per-user totals the same way (one row per tool and user, whatever the number
+# of payments). They are two tables so that a settlement, which touches only the second, never
+# waits for a reservation, which touches only the first (that matters on PostgreSQL: see postgres.py).
 SCHEMA: tuple[str, ...] = (
     _payments_table("payments"),
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -109,6 +113,10 @@ SCHEMA: tuple[str, ...] = (
     "CREATE TABLE IF NOT EXISTS counted_by_day (day TEXT PRIMARY KEY, amount INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS counted_by_user_day (day TEXT NOT NULL, user_name TEXT NOT NULL, "
     "amount INTEGER NOT NULL, PRIMARY KEY (day, user_name)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS counted_by_tool_user (tool TEXT NOT NULL, user_name TEXT NOT NULL, "
+    "calls INTEGER NOT NULL, amount INTEGER NOT NULL, PRIMARY KEY (tool, user_name)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS settled_by_tool_user (tool TEXT NOT NULL, user_name TEXT NOT NULL, "
+    "calls INTEGER NOT NULL, PRIMARY KEY (tool, user_name)) WITHOUT ROWID",
     f"""CREATE TRIGGER IF NOT EXISTS counted_on_insert AFTER INSERT ON payments
 WHEN NEW.status IN {_COUNTED}
 BEGIN
@@ -116,28 +124,89 @@ BEGIN
         ON CONFLICT (day) DO UPDATE SET amount = amount + excluded.amount;
     INSERT INTO counted_by_user_day (day, user_name, amount) VALUES (NEW.day, NEW.user_name, NEW.amount)
         ON CONFLICT (day, user_name) DO UPDATE SET amount = amount + excluded.amount;
+    INSERT INTO counted_by_tool_user (tool, user_name, calls, amount) VALUES (NEW.tool, NEW.user_name, 1, NEW.amount)
+        ON CONFLICT (tool, user_name) DO UPDATE SET calls = calls + 1, amount = amount + excluded.amount;
 END""",
-    f"""CREATE TRIGGER IF NOT EXISTS counted_on_update AFTER UPDATE OF status, amount, day, user_name ON payments
+    f"""CREATE TRIGGER IF NOT EXISTS counted_on_update AFTER UPDATE OF status, amount, day, user_name, tool ON payments
 WHEN (OLD.status IN {_COUNTED}) != (NEW.status IN {_COUNTED}) OR OLD.amount != NEW.amount OR OLD.day != NEW.day
-    OR OLD.user_name != NEW.user_name
+    OR OLD.user_name != NEW.user_name OR OLD.tool != NEW.tool
 BEGIN
     UPDATE counted_by_day SET amount = amount - OLD.amount WHERE day = OLD.day AND OLD.status IN {_COUNTED};
     UPDATE counted_by_user_day SET amount = amount - OLD.amount
         WHERE day = OLD.day AND user_name = OLD.user_name AND OLD.status IN {_COUNTED};
+    UPDATE counted_by_tool_user SET calls = calls - 1, amount = amount - OLD.amount
+        WHERE tool = OLD.tool AND user_name = OLD.user_name AND OLD.status IN {_COUNTED};
     INSERT INTO counted_by_day (day, amount) SELECT NEW.day, NEW.amount WHERE NEW.status IN {_COUNTED}
         ON CONFLICT (day) DO UPDATE SET amount = amount + excluded.amount;
     INSERT INTO counted_by_user_day (day, user_name, amount)
         SELECT NEW.day, NEW.user_name, NEW.amount WHERE NEW.status IN {_COUNTED}
         ON CONFLICT (day, user_name) DO UPDATE SET amount = amount + excluded.amount;
+    INSERT INTO counted_by_tool_user (tool, user_name, calls, amount)
+        SELECT NEW.tool, NEW.user_name, 1, NEW.amount WHERE NEW.status IN {_COUNTED}
+        ON CONFLICT (tool, user_name) DO UPDATE SET calls = calls + 1, amount = amount + excluded.amount;
 END""",
     f"""CREATE TRIGGER IF NOT EXISTS counted_on_delete AFTER DELETE ON payments
 WHEN OLD.status IN {_COUNTED}
 BEGIN
     UPDATE counted_by_day SET amount = amount - OLD.amount WHERE day = OLD.day;
     UPDATE counted_by_user_day SET amount = amount - OLD.amount WHERE day = OLD.day AND user_name = OLD.user_name;
+    UPDATE counted_by_tool_user SET calls = calls - 1, amount = amount - OLD.amount
+        WHERE tool = OLD.tool AND user_name = OLD.user_name;
+END""",
+    """CREATE TRIGGER IF NOT EXISTS settled_on_insert AFTER INSERT ON payments
+WHEN NEW.status = 'settled'
+BEGIN
+    INSERT INTO settled_by_tool_user (tool, user_name, calls) VALUES (NEW.tool, NEW.user_name, 1)
+        ON CONFLICT (tool, user_name) DO UPDATE SET calls = calls + 1;
+END""",
+    """CREATE TRIGGER IF NOT EXISTS settled_on_update AFTER UPDATE OF status, user_name, tool ON payments
+WHEN (OLD.status = 'settled') != (NEW.status = 'settled') OR OLD.user_name != NEW.user_name OR OLD.tool != NEW.tool
+BEGIN
+    UPDATE settled_by_tool_user SET calls = calls - 1
+        WHERE tool = OLD.tool AND user_name = OLD.user_name AND OLD.status = 'settled';
+    INSERT INTO settled_by_tool_user (tool, user_name, calls)
+        SELECT NEW.tool, NEW.user_name, 1 WHERE NEW.status = 'settled'
+        ON CONFLICT (tool, user_name) DO UPDATE SET calls = calls + 1;
+END""",
+    """CREATE TRIGGER IF NOT EXISTS settled_on_delete AFTER DELETE ON payments
+WHEN OLD.status = 'settled'
+BEGIN
+    UPDATE settled_by_tool_user SET calls = calls - 1 WHERE tool = OLD.tool AND user_name = OLD.user_name;
 END""",
 )
-_TRIGGERS = ("counted_on_insert", "counted_on_update", "counted_on_delete")
+TRIGGERS = (
+    "counted_on_insert",
+    "counted_on_update",
+    "counted_on_delete",
+    "settled_on_insert",
+    "settled_on_update",
+    "settled_on_delete",
+)
+
+
+def recount(db: sqlite3.Connection) -> None:
+    """Sum every kept total again from the payments (a migration; a ledger filled without the triggers)."""
+    db.execute("DELETE FROM counted_by_day")
+    db.execute(
+        "INSERT INTO counted_by_day (day, amount) "
+        f"SELECT day, SUM(amount) FROM payments WHERE status IN {_COUNTED} GROUP BY day"
+    )
+    db.execute("DELETE FROM counted_by_user_day")
+    db.execute(
+        "INSERT INTO counted_by_user_day (day, user_name, amount) "
+        f"SELECT day, user_name, SUM(amount) FROM payments WHERE status IN {_COUNTED} GROUP BY day, user_name"
+    )
+    db.execute("DELETE FROM counted_by_tool_user")
+    db.execute(
+        "INSERT INTO counted_by_tool_user (tool, user_name, calls, amount) SELECT tool, user_name, COUNT(*), "
+        f"SUM(amount) FROM payments WHERE status IN {_COUNTED} GROUP BY tool, user_name"
+    )
+    db.execute("DELETE FROM settled_by_tool_user")
+    db.execute(
+        "INSERT INTO settled_by_tool_user (tool, user_name, calls) "
+        "SELECT tool, user_name, COUNT(*) FROM payments WHERE status = 'settled' GROUP BY tool, user_name"
+    )
+
 
 #: The columns of a version 1 table, copied as they are (with the statuses mapped) into today's.
 _COLUMNS = (
@@ -221,23 +290,14 @@ class Ledger(Transitions):
                 db.execute("DROP INDEX IF EXISTS payments_day")  # what budget reads used before counted_by_day
             if exists and version >= 2 and "model" not in _columns(db, "payments"):
                 db.execute("ALTER TABLE payments ADD COLUMN model TEXT")
-            for trigger in _TRIGGERS:  # today's triggers also keep counted_by_user_day
+            for trigger in TRIGGERS:  # today's triggers keep more totals than older ones
                 db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
             for statement in SCHEMA:
                 db.execute(statement)
             # A jobs table older than version 5 (CREATE TABLE IF NOT EXISTS kept it as it was).
             if "finish" not in _columns(db, "jobs"):
                 db.execute("ALTER TABLE jobs ADD COLUMN finish TEXT")
-            db.execute("DELETE FROM counted_by_day")
-            db.execute(
-                "INSERT INTO counted_by_day (day, amount) "
-                f"SELECT day, SUM(amount) FROM payments WHERE status IN {_COUNTED} GROUP BY day"
-            )
-            db.execute("DELETE FROM counted_by_user_day")
-            db.execute(
-                "INSERT INTO counted_by_user_day (day, user_name, amount) "
-                f"SELECT day, user_name, SUM(amount) FROM payments WHERE status IN {_COUNTED} GROUP BY day, user_name"
-            )
+            recount(db)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -408,9 +468,16 @@ class Ledger(Transitions):
         return [PaymentRow.from_row(row) for row in rows]
 
     def report(self, by: ReportKey | None = None) -> list[dict[str, Any]]:
-        """Totals per UTC day and tool (or per user, tool or day alone), counted statuses only."""
-        columns = "day, tool" if by is None else REPORT_COLUMNS[by]
-        order = "day DESC, tool" if by is None else ("day DESC" if by == "day" else columns)
+        """Totals per UTC day and tool (or per user, tool or day alone), counted statuses only.
+
+        Per tool and per user they are read from the kept counters (the dashboard shows them on every
+        visit); per day they are summed from the payments.
+        """
+        if by == "tool" or by == "user":
+            with self._lock:
+                return [dict(row) for row in self._db.execute(kept_totals_query(by))]
+        columns = "day" if by == "day" else "day, tool"
+        order = "day DESC" if by == "day" else "day DESC, tool"
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {columns}, COUNT(*) AS calls, SUM(amount) AS amount, "
