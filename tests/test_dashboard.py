@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from PIL import Image
 
@@ -304,8 +305,10 @@ def summed_totals(path: Path, column: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_the_spending_totals_read_the_kept_counters_not_the_payments(tmp_path: Path) -> None:
-    """One row per tool and user is read, however many payments: no scan of payments, whatever its size."""
+def test_the_spending_page_reads_kept_counters_and_the_unresolved_index(tmp_path: Path) -> None:
+    """The totals read one row per tool and user, however many payments; the unresolved list reads the
+    partial index of unresolved payments, in order: neither touches the settled history."""
+    from x402_mcp.dashboard.reader import _UNRESOLVED, _UNRESOLVED_COUNT
     from x402_mcp.payments.ledger.records import kept_totals_query
 
     path = tmp_path / "ledger.sqlite3"
@@ -324,6 +327,12 @@ def test_the_spending_totals_read_the_kept_counters_not_the_payments(tmp_path: P
     db.set_authorizer(None)
     assert read == {"counted_by_tool_user", "settled_by_tool_user"}, read
     assert db.execute("SELECT COUNT(*) FROM counted_by_tool_user").fetchone()[0] == 12  # 4 tools x 3 users
+    db.execute("ANALYZE")
+    plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {_UNRESOLVED}", (100,)))
+    assert "payments_unresolved" in plan and "TEMP B-TREE" not in plan, plan
+    # The count reads index entries of unresolved statuses only (either index holds just those).
+    plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {_UNRESOLVED_COUNT}"))
+    assert "INDEX payments_unresolved" in plan or "INDEX payments_status (status=?)" in plan, plan
     db.close()
 
 
@@ -369,11 +378,18 @@ def test_postgres_ledger_pages_and_spending(ledger_url: str, tmp_path: Path) -> 
         assert [item["id"] for item in signed] == [i for i in range(300, 0, -1) if (i - 1) % 50 == 0]
         data = get(base, "/api/spending").json()
         assert data["unresolved_count"] == 6 and {row["user"] for row in data["by_user"]} == {"alice", "bob", "carol"}
+        assert [item["id"] for item in data["unresolved"]] == [i for i in range(1, 301) if (i - 1) % 50 == 0]
         page = get(base, "/").text
         assert "postgresql://" in page and "picture number 299" in page
         from tests.pg import PASSWORD
 
         assert PASSWORD not in page and PASSWORD not in get(base, "/spending").text
+    with psycopg.connect(ledger_url) as conn:
+        from x402_mcp.dashboard.reader import _UNRESOLVED
+
+        conn.execute("SET enable_seqscan = off")  # 300 rows: show that the partial index answers the query
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + _UNRESOLVED.replace("?", "100")))  # type: ignore[arg-type]
+    assert "Index Scan using payments_unresolved" in plan and "Sort" not in plan, plan
     with pytest.raises(Exception, match="read-only"):
         from x402_mcp.dashboard.reader import PostgresReader
 

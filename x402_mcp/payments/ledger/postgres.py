@@ -148,14 +148,18 @@ _SCHEMA_5: tuple[str, ...] = (
     "ALTER TABLE jobs ADD COLUMN IF NOT EXISTS finish TEXT",
 )
 
-# Version 6: the totals per tool and per user, kept like counted_by_day (the dashboard reads them on
-# every visit). Two tables, each kept by its own trigger: a reservation (under today's counted_by_day
-# lock) touches only counted_by_tool_user, a settlement only settled_by_tool_user, so a settlement
-# never makes a reservation wait for its commit. Triggers fire in name order (ledger_count, then
-# ledger_settled), so every transaction takes these rows in one order. Dropping the old trigger first
-# locks payments until this migration commits: no row is written between the sums and the triggers.
+# Version 6: the unresolved payments' own index; the totals per tool and per user, kept like
+# counted_by_day (the dashboard reads them on every visit). Two tables, each kept by its own
+# trigger: a reservation (under today's counted_by_day lock) touches only counted_by_tool_user, a
+# settlement only settled_by_tool_user, so a settlement never makes a reservation wait for its
+# commit. Triggers fire in name order (ledger_count, then ledger_settled), so every transaction
+# takes these rows in one order. Dropping the old trigger first locks payments until this migration
+# commits: no row is written between the sums and the triggers.
 _SCHEMA_6: tuple[str, ...] = (
     "DROP TRIGGER ledger_count ON payments",
+    # The payments still waiting for an outcome, oldest first (reconciliation, the dashboard): a partial
+    # index holds only them, so reading the first hundred never touches the settled history.
+    f"CREATE INDEX payments_unresolved ON payments(id) WHERE status IN {_in(UNRESOLVED)}",
     "CREATE TABLE counted_by_tool_user (tool TEXT NOT NULL, user_name TEXT NOT NULL, calls BIGINT NOT NULL, "
     "amount BIGINT NOT NULL, PRIMARY KEY (tool, user_name))",
     "CREATE TABLE settled_by_tool_user (tool TEXT NOT NULL, user_name TEXT NOT NULL, calls BIGINT NOT NULL, "

@@ -21,7 +21,8 @@ UNRESOLVED: tuple[Status, ...] = ("signed", "unknown", "declined")
 #: 5 added the (tool, id), (user_name, id) and (day, id) indexes (newest-first pages of one tool, user
 #: or day), the parent_id index (edit chains), payments.model and jobs.finish (what a resumed job still
 #: does to its image: see x402_mcp/jobs.py); 6 added counted_by_tool_user and settled_by_tool_user
-#: (the totals per tool and per user, kept by triggers like counted_by_day).
+#: (the totals per tool and per user, kept by triggers like counted_by_day) and the partial index of
+#: unresolved payments.
 SCHEMA_VERSION = 6
 
 #: What `report(by=...)` can total by.

@@ -102,6 +102,9 @@ SCHEMA: tuple[str, ...] = (
     finish          TEXT
 )""",
     "CREATE INDEX IF NOT EXISTS payments_status ON payments(status)",
+    # The payments still waiting for an outcome, oldest first (reconciliation, the dashboard): a partial
+    # index holds only them, so reading the first hundred never touches the settled history.
+    f"CREATE INDEX IF NOT EXISTS payments_unresolved ON payments(id) WHERE status IN {_in(UNRESOLVED)}",
     # Newest-first pages of one tool, one user or one day (payment_history, the dashboard, reports).
     "CREATE INDEX IF NOT EXISTS payments_tool_id ON payments(tool, id)",
     "CREATE INDEX IF NOT EXISTS payments_user_id ON payments(user_name, id)",
