@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from x402_mcp.payments.ledger import SCHEMA_VERSION, BudgetExceeded, Ledger, SignedPayment
+from x402_mcp.payments.ledger import SCHEMA_VERSION, BudgetExceeded, Ledger, LedgerStore, SignedPayment
 from x402_mcp.payments.policy import Policy, Spending
 
 POLICY = Policy(max_per_call=100_000, daily_budget=50_000, total_budget=None, confirm_above=100_000)
@@ -137,10 +138,22 @@ def summed_by(ledger: Ledger, column: str) -> list[dict[str, int | str]]:
     return [dict(zip(keys, row, strict=True)) for row in rows]
 
 
+def move_at_random(ledger: LedgerStore, payment_id: int, rng: random.Random) -> None:
+    """One of the state machine's moves, settling twice as often as each other one (as payments do)."""
+    move = rng.choice(("settled", "settled", "declined", "unknown", "expired"))
+    if move == "settled":
+        ledger.mark_settled(payment_id, "0x" + "ab" * 32)
+    elif move == "declined":
+        ledger.mark_declined(payment_id, "moved")
+    elif move == "unknown":
+        ledger.mark_unknown(payment_id, "moved")
+    else:
+        ledger.mark_expired(payment_id, "moved")
+
+
 def test_the_kept_totals_follow_every_status_move(tmp_path: Path) -> None:
     """Per day (the budgets) and per tool and user (the reports, the dashboard), after every move."""
     import dataclasses
-    import random
 
     rng = random.Random(402)
     now = [1_750_000_000.0]
@@ -156,16 +169,7 @@ def test_the_kept_totals_follow_every_status_move(tmp_path: Path) -> None:
             )
             ids.append(ledger.record_signed(payment, unlimited, user=rng.choice(("", "ann", "bob"))))
             continue
-        payment = rng.choice(ids)
-        move = rng.choice(("settled", "declined", "unknown", "expired"))
-        if move == "settled":
-            ledger.mark_settled(payment, "0xtx")
-        elif move == "declined":
-            ledger.mark_declined(payment, "moved")
-        elif move == "unknown":
-            ledger.mark_unknown(payment, "moved")
-        else:
-            ledger.mark_expired(payment, "moved")
+        move_at_random(ledger, rng.choice(ids), rng)
         assert kept_by_day(ledger) == summed_by_day(ledger), f"after step {step}"
         assert ledger.report("tool") == summed_by(ledger, "tool"), f"after step {step}"
         assert ledger.report("user") == summed_by(ledger, "user_name"), f"after step {step}"

@@ -463,6 +463,7 @@ def test_four_servers_paying_and_settling_at_once_keep_exact_totals(ledger_url: 
     import random
     from concurrent.futures import ThreadPoolExecutor
 
+    from tests.test_ledger import move_at_random
     from tests.test_money_safety import signed_payment
     from x402_mcp.payments.policy import Policy
 
@@ -481,16 +482,7 @@ def test_four_servers_paying_and_settling_at_once_keep_exact_totals(ledger_url: 
                     )
                     mine.append(ledger.record_signed(payment, unlimited, user=rng.choice(users)))
                     continue
-                payment_id = rng.choice(mine)
-                move = rng.choice(("settled", "settled", "declined", "unknown", "expired"))
-                if move == "settled":
-                    ledger.mark_settled(payment_id, "0x" + "ab" * 32)
-                elif move == "declined":
-                    ledger.mark_declined(payment_id, "moved")
-                elif move == "unknown":
-                    ledger.mark_unknown(payment_id, "moved")
-                else:
-                    ledger.mark_expired(payment_id, "moved")
+                move_at_random(ledger, rng.choice(mine), rng)
         finally:
             ledger.close()
 
