@@ -149,14 +149,14 @@ _SCHEMA_5: tuple[str, ...] = (
 )
 
 # Version 6: the unresolved payments' own index; the totals per tool and per user, kept like
-# counted_by_day (the dashboard reads them on every visit). Two tables, each kept by its own
-# trigger: a reservation (under today's counted_by_day lock) touches only counted_by_tool_user, a
-# settlement only settled_by_tool_user, so a settlement never makes a reservation wait for its
-# commit. Triggers fire in name order (ledger_count, then ledger_settled), so every transaction
-# takes these rows in one order. Dropping the old trigger first locks payments until this migration
-# commits: no row is written between the sums and the triggers.
+# counted_by_day (the dashboard reads them on every visit) by two more triggers, ledger_count of
+# version 4 staying as it is. A reservation (under today's counted_by_day lock) touches only
+# counted_by_tool_user, a settlement only settled_by_tool_user, so a settlement never makes a
+# reservation wait for its commit. Triggers fire in name order (ledger_count, ledger_settled,
+# ledger_tool_user), so every transaction takes these rows in one order. The table lock keeps rows
+# from being written between the sums below and the new triggers.
 _SCHEMA_6: tuple[str, ...] = (
-    "DROP TRIGGER ledger_count ON payments",
+    "LOCK TABLE payments IN SHARE ROW EXCLUSIVE MODE",
     # The payments still waiting for an outcome, oldest first (reconciliation, the dashboard): a partial
     # index holds only them, so reading the first hundred never touches the settled history.
     f"CREATE INDEX payments_unresolved ON payments(id) WHERE status IN {_in(UNRESOLVED)}",
@@ -164,25 +164,17 @@ _SCHEMA_6: tuple[str, ...] = (
     "amount BIGINT NOT NULL, PRIMARY KEY (tool, user_name))",
     "CREATE TABLE settled_by_tool_user (tool TEXT NOT NULL, user_name TEXT NOT NULL, calls BIGINT NOT NULL, "
     "PRIMARY KEY (tool, user_name))",
-    f"""CREATE OR REPLACE FUNCTION ledger_count() RETURNS trigger LANGUAGE plpgsql AS $$
+    f"""CREATE FUNCTION ledger_tool_user() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' AND (OLD.status IN {_COUNTED}) = (NEW.status IN {_COUNTED})
-            AND OLD.amount = NEW.amount AND OLD.day = NEW.day AND OLD.user_name = NEW.user_name
-            AND OLD.tool = NEW.tool THEN
+            AND OLD.amount = NEW.amount AND OLD.user_name = NEW.user_name AND OLD.tool = NEW.tool THEN
         RETURN NULL;
     END IF;
     IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.status IN {_COUNTED} THEN
-        UPDATE counted_by_day SET amount = amount - OLD.amount WHERE day = OLD.day;
-        UPDATE counted_by_user_day SET amount = amount - OLD.amount
-            WHERE day = OLD.day AND user_name = OLD.user_name;
         UPDATE counted_by_tool_user SET calls = calls - 1, amount = amount - OLD.amount
             WHERE tool = OLD.tool AND user_name = OLD.user_name;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.status IN {_COUNTED} THEN
-        INSERT INTO counted_by_day AS c (day, amount) VALUES (NEW.day, NEW.amount)
-            ON CONFLICT (day) DO UPDATE SET amount = c.amount + EXCLUDED.amount;
-        INSERT INTO counted_by_user_day AS c (day, user_name, amount) VALUES (NEW.day, NEW.user_name, NEW.amount)
-            ON CONFLICT (day, user_name) DO UPDATE SET amount = c.amount + EXCLUDED.amount;
         INSERT INTO counted_by_tool_user AS c (tool, user_name, calls, amount)
             VALUES (NEW.tool, NEW.user_name, 1, NEW.amount)
             ON CONFLICT (tool, user_name) DO UPDATE SET calls = c.calls + 1, amount = c.amount + EXCLUDED.amount;
@@ -206,8 +198,8 @@ BEGIN
     RETURN NULL;
 END
 $$""",
-    "CREATE TRIGGER ledger_count AFTER INSERT OR DELETE OR UPDATE OF status, amount, day, user_name, tool "
-    "ON payments FOR EACH ROW EXECUTE FUNCTION ledger_count()",
+    "CREATE TRIGGER ledger_tool_user AFTER INSERT OR DELETE OR UPDATE OF status, amount, user_name, tool "
+    "ON payments FOR EACH ROW EXECUTE FUNCTION ledger_tool_user()",
     "CREATE TRIGGER ledger_settled AFTER INSERT OR DELETE OR UPDATE OF status, user_name, tool "
     "ON payments FOR EACH ROW EXECUTE FUNCTION ledger_settled()",
     "INSERT INTO counted_by_tool_user (tool, user_name, calls, amount) SELECT tool, user_name, COUNT(*), "
